@@ -1,0 +1,143 @@
+//! Bringing up the deploy network: pick the interface (`BOOTIF`, the one
+//! named by `ip=`, else the first with carrier), then DHCP or a static
+//! address.
+
+pub mod dhcp;
+mod dhcp_client;
+pub mod iface;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use kernel_cmdline::{IpConfig, MacAddr, Options};
+
+pub use iface::Iface;
+
+/// How long to wait for the NIC to appear and see a link: drivers probe
+/// asynchronously and switch ports may take seconds (spanning tree).
+const LINK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to keep asking for a DHCP lease.
+const DHCP_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The configured network, for the console and later for reports.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub iface: Iface,
+    pub address: Ipv4Addr,
+    pub prefix_len: u32,
+    pub gateway: Option<Ipv4Addr>,
+    pub server: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+}
+
+impl Network {
+    /// The console line for this configuration.
+    pub fn describe(&self) -> String {
+        let opt = |a: Option<Ipv4Addr>| a.map_or_else(|| "none".to_string(), |a| a.to_string());
+        let dns: Vec<String> = self.dns.iter().map(Ipv4Addr::to_string).collect();
+        format!(
+            "address={}/{} gateway={} server={} dns={}",
+            self.address,
+            self.prefix_len,
+            opt(self.gateway),
+            opt(self.server),
+            if dns.is_empty() { "none".into() } else { dns.join(",") }
+        )
+    }
+}
+
+/// Configure the network as the options say. `None` for `ip=off`.
+pub fn configure(opts: &Options) -> Result<Option<Network>> {
+    let wanted_dev = match &opts.ip {
+        IpConfig::Off => return Ok(None),
+        IpConfig::Static(s) => s.device.clone(),
+        IpConfig::Dhcp => None,
+    };
+    let iface = choose(opts.bootif, wanted_dev.as_deref())?;
+    log::info!("link up: {} mac={}", iface.name, iface.mac);
+    let net = match &opts.ip {
+        IpConfig::Static(s) => {
+            iface::set_address(&iface.name, s.client, s.netmask)?;
+            if let Some(gw) = s.gateway {
+                iface::add_default_route(&iface.name, gw)?;
+            }
+            Network {
+                iface,
+                address: s.client,
+                prefix_len: u32::from(s.netmask).count_ones(),
+                gateway: s.gateway,
+                server: s.server,
+                dns: s.dns.clone(),
+            }
+        }
+        _ => {
+            let sock = iface::dhcp_socket(&iface.name).with_context(|| format!("opening a DHCP socket on {}", iface.name))?;
+            let lease = dhcp_client::Client { sock: &sock, mac: iface.mac, deadline: Instant::now() + DHCP_TIMEOUT }
+                .obtain()
+                .with_context(|| format!("configuring {} by DHCP", iface.name))?;
+            iface::set_address(&iface.name, lease.address, lease.netmask)?;
+            if let Some(gw) = lease.gateway {
+                iface::add_default_route(&iface.name, gw)?;
+            }
+            Network {
+                iface,
+                address: lease.address,
+                prefix_len: lease.prefix_len(),
+                gateway: lease.gateway,
+                server: lease.server.or(lease.next_server),
+                dns: lease.dns,
+            }
+        }
+    };
+    write_resolv_conf(&net.dns);
+    Ok(Some(net))
+}
+
+/// Find the interface to deploy over and bring it up with carrier.
+fn choose(bootif: Option<MacAddr>, device: Option<&str>) -> Result<Iface> {
+    let sys = Path::new("/sys/class/net");
+    let deadline = Instant::now() + LINK_TIMEOUT;
+    let mut raised = std::collections::HashSet::new();
+    loop {
+        let all = iface::list(sys);
+        let candidates: Vec<&Iface> = match (bootif, device) {
+            (_, Some(dev)) => all.iter().filter(|i| i.name == dev).collect(),
+            (Some(mac), None) => all.iter().filter(|i| i.mac == mac).collect(),
+            (None, None) => all.iter().collect(),
+        };
+        for i in &candidates {
+            if raised.insert(i.name.clone()) {
+                iface::set_up(&i.name).with_context(|| format!("bringing up {}", i.name))?;
+            }
+        }
+        if let Some(i) = candidates.iter().find(|i| iface::has_carrier(&i.name)) {
+            return Ok((*i).clone());
+        }
+        if Instant::now() >= deadline {
+            let seen: Vec<String> = all.iter().map(|i| format!("{} ({})", i.name, i.mac)).collect();
+            let seen = if seen.is_empty() { "none".to_string() } else { seen.join(", ") };
+            return Err(match (bootif, device, candidates.is_empty()) {
+                (_, Some(dev), true) => anyhow!("interface {dev} named by ip= does not exist; interfaces: {seen}"),
+                (Some(mac), None, true) => anyhow!("no interface has the BOOTIF address {mac}; interfaces: {seen}"),
+                (_, _, true) => anyhow!("no Ethernet interface found (is its driver in the initramfs?)"),
+                _ => anyhow!("no link on {seen} after {}s (cable, switch port?)", LINK_TIMEOUT.as_secs()),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Name resolution for server URLs that use host names. Best effort: a
+/// read-only or missing /etc only matters if a name is used.
+fn write_resolv_conf(dns: &[Ipv4Addr]) {
+    if dns.is_empty() {
+        return;
+    }
+    let text: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
+    if let Err(e) = std::fs::create_dir_all("/etc").and_then(|_| std::fs::write("/etc/resolv.conf", text)) {
+        log::debug!("writing /etc/resolv.conf: {e}");
+    }
+}
+
