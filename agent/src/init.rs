@@ -55,7 +55,7 @@ fn phases(cmdline: &str) -> Result<Action> {
     }
 
     match net::configure(&opts)? {
-        Some(n) => log::info!("lease: {}", n.describe()),
+        Some(n) => log::info!("{}", n.describe()),
         None => log::info!("network: ip=off, leaving interfaces alone"),
     }
 

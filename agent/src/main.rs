@@ -63,7 +63,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");
-            ExitCode::FAILURE
+            // 2 for a bad command line, as for bad usage; 1 for a failed deploy.
+            if e.downcast_ref::<kernel_cmdline::Error>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -24,6 +24,8 @@ const DHCP_TIMEOUT: Duration = Duration::from_secs(90);
 /// The configured network, for the console and later for reports.
 #[derive(Debug, Clone)]
 pub struct Network {
+    /// Whether the address came from a DHCP lease (else `ip=` static).
+    pub dhcp: bool,
     pub iface: Iface,
     pub address: Ipv4Addr,
     pub prefix_len: u32,
@@ -33,12 +35,13 @@ pub struct Network {
 }
 
 impl Network {
-    /// The console line for this configuration.
+    /// The console line for this configuration: `lease: …` or `static: …`.
     pub fn describe(&self) -> String {
         let opt = |a: Option<Ipv4Addr>| a.map_or_else(|| "none".to_string(), |a| a.to_string());
         let dns: Vec<String> = self.dns.iter().map(Ipv4Addr::to_string).collect();
         format!(
-            "address={}/{} gateway={} server={} dns={}",
+            "{}: address={}/{} gateway={} server={} dns={}",
+            if self.dhcp { "lease" } else { "static" },
             self.address,
             self.prefix_len,
             opt(self.gateway),
@@ -64,6 +67,7 @@ pub fn configure(opts: &Options) -> Result<Option<Network>> {
                 iface::add_default_route(&iface.name, gw)?;
             }
             Network {
+                dhcp: false,
                 iface,
                 address: s.client,
                 prefix_len: u32::from(s.netmask).count_ones(),
@@ -82,6 +86,7 @@ pub fn configure(opts: &Options) -> Result<Option<Network>> {
                 iface::add_default_route(&iface.name, gw)?;
             }
             Network {
+                dhcp: true,
                 iface,
                 address: lease.address,
                 prefix_len: lease.prefix_len(),
