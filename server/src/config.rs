@@ -1,0 +1,457 @@
+//! The server's TOML configuration.
+//!
+//! ```toml
+//! listen = "10.77.0.1:8080"            # socket address to bind
+//! public_url = "http://10.77.0.1:8080" # how nodes reach this server
+//! kernel = "vmlinuz"                   # relative to the config file's directory
+//! initrd = "initrd.img"
+//! kernel_args = "console=ttyS0"        # appended last (console= must be last)
+//! [deploy]                             # deploy.* defaults for every MAC
+//! image = "demo"
+//! mode = "http"
+//! on_error = "poweroff"
+//! ```
+//!
+//! Parsing is split in two so it can be unit-tested without files:
+//! [`Config::parse`] is pure (text + the directory relative paths are
+//! resolved against), [`Config::load`] reads the file and checks that the
+//! kernel and initrd exist, so a typo fails at startup rather than when the
+//! first node asks for its kernel.
+//!
+//! Every error names the file, the key and what is accepted. `deploy.*`
+//! values are parsed with `kernel_cmdline`'s own `FromStr` impls, so the
+//! server accepts exactly what the agent accepts, with the same messages.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use kernel_cmdline::{
+    AfterSuccess, DiskSelector, ImageRef, IpConfig, LogLevel, Mode, OnError, Options, PublicKey,
+    ServerUrl,
+};
+use serde::Deserialize;
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Base URL nodes use to reach this server, without a trailing `/`.
+    pub public_url: String,
+    /// Kernel served as `/files/vmlinuz` (absolute).
+    pub kernel: PathBuf,
+    /// Initrd served as `/files/initrd.img` (absolute).
+    pub initrd: PathBuf,
+    /// Extra kernel arguments, appended after the `deploy.*` options.
+    pub kernel_args: String,
+    /// `deploy.*` defaults for every node: `servers = [public_url]`, no `BOOTIF`
+    /// (the boot entry adds it per MAC).
+    pub deploy: Options,
+}
+
+/// A configuration problem, naming the file and, when known, the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The config file (or `<inline>` for text without a file).
+    pub file: PathBuf,
+    /// The key, dotted for tables (`deploy.mode`); `None` when the problem
+    /// is not about one key (TOML syntax, I/O).
+    pub key: Option<String>,
+    /// What is wrong and what is accepted.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.file.display())?;
+        if let Some(key) = &self.key {
+            write!(f, "key `{key}`: ")?;
+        }
+        f.write_str(&self.problem)
+    }
+}
+
+/// The file as written. Only the shape is checked by serde (unknown and
+/// missing keys, types); the values are checked in [`Config::parse`], which
+/// knows what to say about each key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: String,
+    public_url: String,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    #[serde(default)]
+    kernel_args: String,
+    deploy: toml::Table,
+}
+
+/// `[deploy]` keys, as written in the config (`_` or `-`), and what each takes.
+/// `deploy.server` is not here: it comes from `public_url`. `BOOTIF` is
+/// per node and `ip=` per node too; both come with per-node state later.
+const DEPLOY_KEYS: &[(&str, &str)] = &[
+    ("image", "NAME[@VERSION] (required)"),
+    ("mode", "http, chain, torrent"),
+    ("disk", "auto, /dev/…, by-id:ID, serial:S, wwn:W"),
+    ("wipe", "true/false or 1/0, yes/no, true/false, on/off"),
+    ("reboot", "yes, poweroff, no"),
+    ("on_error", "reboot, poweroff, halt"),
+    ("token", "a string"),
+    ("key", "64 hex digits (ed25519 public key)"),
+    ("insecure", "true/false or 1/0, yes/no, true/false, on/off"),
+    ("log", "info, debug"),
+];
+
+impl Config {
+    /// Read and validate `path`; also checks that the kernel and initrd exist.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            key: None,
+            problem: format!("cannot read: {e}"),
+        })?;
+        // Relative paths are relative to the config file, not to the
+        // server's working directory, so a config and its files move together.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+        let config = Config::parse(&text, &dir, path)?;
+        for (key, file) in [("kernel", &config.kernel), ("initrd", &config.initrd)] {
+            match std::fs::metadata(file) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => return Err(error(path, key, format!("{}: not a file", file.display()))),
+                Err(e) => return Err(error(path, key, format!("{}: {e}", file.display()))),
+            }
+        }
+        Ok(config)
+    }
+
+    /// Validate the config `text`; relative paths are resolved against `dir`.
+    /// `file` is only used in error messages.
+    pub fn parse(text: &str, dir: &Path, file: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            key: None,
+            // toml's message is multi-line with a snippet pointing at the key.
+            problem: e.to_string().trim_end().to_owned(),
+        })?;
+
+        let listen = raw.listen.parse::<SocketAddr>().map_err(|_| {
+            error(
+                file,
+                "listen",
+                format!(
+                    "invalid value {:?}; accepted: IP:PORT, e.g. \"10.77.0.1:8080\" or \"[::]:8080\"",
+                    raw.listen
+                ),
+            )
+        })?;
+
+        let public_url = raw.public_url.trim_end_matches('/').to_owned();
+        let server =
+            parse_value::<ServerUrl>(file, "public_url", &public_url, "http://HOST[:PORT][/PATH]")?;
+
+        let kernel_args = raw.kernel_args.trim().to_owned();
+        if kernel_args.contains(['\n', '\r']) {
+            // A newline would end the iPXE `kernel` line and start a command.
+            return Err(error(file, "kernel_args", "must be one line".to_owned()));
+        }
+
+        let mut deploy = Options {
+            servers: vec![server],
+            image: ImageRef {
+                name: String::new(),
+                version: None,
+            },
+            mode: Mode::default(),
+            disk: DiskSelector::default(),
+            wipe: false,
+            reboot: AfterSuccess::default(),
+            on_error: OnError::default(),
+            token: None,
+            key: None,
+            insecure: false,
+            log: LogLevel::default(),
+            bootif: None,
+            ip: IpConfig::Dhcp,
+        };
+        let mut have_image = false;
+        for (written, value) in &raw.deploy {
+            let name = written.replace('-', "_");
+            let key = format!("deploy.{written}");
+            let Some((_, accepted)) = DEPLOY_KEYS.iter().find(|(k, _)| *k == name) else {
+                let valid: Vec<&str> = DEPLOY_KEYS.iter().map(|(k, _)| *k).collect();
+                let hint = if name == "server" {
+                    " (deploy.server is always public_url)"
+                } else {
+                    ""
+                };
+                return Err(error(
+                    file,
+                    &key,
+                    format!(
+                        "unknown option{hint}; valid [deploy] keys: {}",
+                        valid.join(", ")
+                    ),
+                ));
+            };
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Boolean(b) if matches!(name.as_str(), "wipe" | "insecure") => {
+                    b.to_string()
+                }
+                other => {
+                    return Err(error(
+                        file,
+                        &key,
+                        format!(
+                            "expected a string, got {}; accepted: {accepted}",
+                            other.type_str()
+                        ),
+                    ))
+                }
+            };
+            match name.as_str() {
+                "image" => {
+                    deploy.image = parse_value(file, &key, &text, accepted)?;
+                    have_image = true;
+                }
+                "mode" => deploy.mode = parse_value(file, &key, &text, accepted)?,
+                "disk" => deploy.disk = parse_value(file, &key, &text, accepted)?,
+                "wipe" => deploy.wipe = parse_bool(file, &key, &text)?,
+                "reboot" => deploy.reboot = parse_value(file, &key, &text, accepted)?,
+                "on_error" => deploy.on_error = parse_value(file, &key, &text, accepted)?,
+                "token" => deploy.token = Some(text),
+                "key" => deploy.key = Some(parse_value::<PublicKey>(file, &key, &text, accepted)?),
+                "insecure" => deploy.insecure = parse_bool(file, &key, &text)?,
+                "log" => deploy.log = parse_value(file, &key, &text, accepted)?,
+                _ => unreachable!("every DEPLOY_KEYS entry is handled above"),
+            }
+        }
+        if !have_image {
+            return Err(error(
+                file,
+                "deploy.image",
+                "missing; accepted: NAME[@VERSION]".to_owned(),
+            ));
+        }
+
+        Ok(Config {
+            listen,
+            public_url,
+            kernel: dir.join(raw.kernel),
+            initrd: dir.join(raw.initrd),
+            kernel_args,
+            deploy,
+        })
+    }
+}
+
+fn error(file: &Path, key: &str, problem: String) -> ConfigError {
+    ConfigError {
+        file: file.to_owned(),
+        key: Some(key.to_owned()),
+        problem,
+    }
+}
+
+/// Parse with the value type's own `FromStr`; its message says what is
+/// accepted, we add the value as written.
+fn parse_value<T>(file: &Path, key: &str, text: &str, accepted: &str) -> Result<T, ConfigError>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    text.parse::<T>().map_err(|e| {
+        let mut problem = format!("{text:?}: {e}");
+        // Some value types' messages omit the accepted forms; never leave
+        // the operator guessing.
+        if !problem.contains("accepted") {
+            problem.push_str(&format!("; accepted: {accepted}"));
+        }
+        error(file, key, problem)
+    })
+}
+
+/// Booleans: a TOML `true`/`false`, or any spelling the kernel command line
+/// accepts (`yes`, `on`, `1`, …), parsed by the same function.
+fn parse_bool(file: &Path, key: &str, text: &str) -> Result<bool, ConfigError> {
+    kernel_cmdline::parse_bool(text).map_err(|e| error(file, key, format!("{text:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+listen = "10.77.0.1:8080"
+public_url = "http://10.77.0.1:8080/"
+kernel = "vmlinuz"
+initrd = "/srv/initrd.img"
+[deploy]
+image = "demo"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            text,
+            Path::new("/etc/drover"),
+            Path::new("/etc/drover/server.toml"),
+        )
+    }
+
+    fn parse_err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.listen, "10.77.0.1:8080".parse().unwrap());
+        // Trailing slash dropped: URLs are built as `{public_url}/files/…`.
+        assert_eq!(c.public_url, "http://10.77.0.1:8080");
+        assert_eq!(c.kernel, Path::new("/etc/drover/vmlinuz"));
+        assert_eq!(c.initrd, Path::new("/srv/initrd.img"));
+        assert_eq!(c.kernel_args, "");
+        assert_eq!(c.deploy.servers.len(), 1);
+        assert_eq!(c.deploy.servers[0].host, "10.77.0.1");
+        assert_eq!(c.deploy.servers[0].port, 8080);
+        assert_eq!(c.deploy.image.name, "demo");
+        assert_eq!(c.deploy.image.version, None);
+        assert_eq!(c.deploy.mode, Mode::Http);
+        assert_eq!(c.deploy.on_error, OnError::Halt);
+        assert_eq!(c.deploy.bootif, None);
+    }
+
+    #[test]
+    fn all_deploy_keys() {
+        let key = "ab".repeat(32);
+        let text = format!(
+            r#"
+listen = "0.0.0.0:80"
+public_url = "http://boot.example:80/drover"
+kernel = "k"
+initrd = "i"
+kernel_args = "  quiet console=ttyS0  "
+[deploy]
+image = "debian@12.1"
+mode = "torrent"
+disk = "serial:XYZ"
+wipe = true
+reboot = "poweroff"
+on-error = "poweroff"
+token = "t0k"
+key = "{key}"
+insecure = "yes"
+log = "debug"
+"#
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.kernel_args, "quiet console=ttyS0");
+        let d = &c.deploy;
+        assert_eq!(d.servers[0].path, "/drover");
+        assert_eq!(d.image.name, "debian");
+        assert_eq!(d.image.version.as_deref(), Some("12.1"));
+        assert_eq!(d.mode, Mode::Torrent);
+        assert_eq!(d.disk, DiskSelector::Serial("XYZ".into()));
+        assert!(d.wipe);
+        assert_eq!(d.reboot, AfterSuccess::Poweroff);
+        assert_eq!(d.on_error, OnError::Poweroff);
+        assert_eq!(d.token.as_deref(), Some("t0k"));
+        assert_eq!(d.key, Some(PublicKey([0xab; 32])));
+        assert!(d.insecure);
+        assert_eq!(d.log, LogLevel::Debug);
+    }
+
+    #[test]
+    fn bad_deploy_value_names_file_key_and_accepted() {
+        let e =
+            parse_err(&MINIMAL.replace("image = \"demo\"", "image = \"demo\"\nmode = \"chian\""));
+        assert!(
+            e.starts_with("/etc/drover/server.toml: key `deploy.mode`: \"chian\""),
+            "{e}"
+        );
+        assert!(e.contains("http, chain, torrent"), "{e}");
+    }
+
+    #[test]
+    fn unknown_deploy_key_lists_valid_ones() {
+        let e = parse_err(&format!("{MINIMAL}bogus = \"1\"\n"));
+        assert!(e.contains("key `deploy.bogus`: unknown option"), "{e}");
+        assert!(e.contains("image, mode, disk, wipe"), "{e}");
+        let e = parse_err(&format!("{MINIMAL}server = \"http://x\"\n"));
+        assert!(e.contains("deploy.server is always public_url"), "{e}");
+    }
+
+    #[test]
+    fn deploy_value_of_wrong_type() {
+        let e = parse_err(&format!("{MINIMAL}mode = 3\n"));
+        assert!(
+            e.contains("key `deploy.mode`: expected a string, got integer"),
+            "{e}"
+        );
+        let e = parse_err(&format!("{MINIMAL}wipe = \"maybe\"\n"));
+        assert!(e.contains("key `deploy.wipe`: \"maybe\""), "{e}");
+        assert!(e.contains("yes/no"), "{e}");
+    }
+
+    #[test]
+    fn missing_image() {
+        let e = parse_err(&MINIMAL.replace("image = \"demo\"", "mode = \"http\""));
+        assert!(e.contains("key `deploy.image`: missing"), "{e}");
+    }
+
+    #[test]
+    fn bad_listen_and_url() {
+        let e = parse_err(&MINIMAL.replace("10.77.0.1:8080\"\npublic", "nope\"\npublic"));
+        assert!(
+            e.contains("key `listen`: invalid value \"nope\"; accepted: IP:PORT"),
+            "{e}"
+        );
+        let e = parse_err(&MINIMAL.replace("http://10.77.0.1:8080/", "ftp://x"));
+        assert!(e.contains("key `public_url`: \"ftp://x\""), "{e}");
+    }
+
+    #[test]
+    fn shape_errors_come_from_toml_with_the_file() {
+        let e = parse_err(&format!("colour = \"blue\"\n{MINIMAL}"));
+        assert!(e.starts_with("/etc/drover/server.toml: "), "{e}");
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        let e = parse_err(&MINIMAL.replace("kernel = \"vmlinuz\"", ""));
+        assert!(e.contains("missing field `kernel`"), "{e}");
+        let e = parse_err("listen = ");
+        assert!(
+            e.starts_with("/etc/drover/server.toml: TOML parse error"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn multi_line_kernel_args_rejected() {
+        let e = parse_err(&MINIMAL.replace("[deploy]", "kernel_args = \"a\\nshell\"\n[deploy]"));
+        assert!(e.contains("key `kernel_args`: must be one line"), "{e}");
+    }
+
+    #[test]
+    fn load_resolves_relative_paths_and_checks_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.toml");
+        std::fs::write(&path, MINIMAL).unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(e.contains("key `kernel`:"), "{e}");
+        assert!(e.contains("vmlinuz"), "{e}");
+
+        std::fs::write(dir.path().join("vmlinuz"), b"k").unwrap();
+        std::fs::write(dir.path().join("initrd.img"), b"i").unwrap();
+        std::fs::write(&path, MINIMAL.replace("/srv/initrd.img", "initrd.img")).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.kernel, dir.path().join("vmlinuz"));
+        assert_eq!(c.initrd, dir.path().join("initrd.img"));
+    }
+}
