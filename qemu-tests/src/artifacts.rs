@@ -95,12 +95,15 @@ pub fn server_bin() -> Result<PathBuf> {
 
 fn build_server() -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    // The test binary is `<target>/<profile>/deps/<name>-<hash>`: build the
-    // server with the same profile so `cargo test --release` tests release.
+    // A test binary is `<target>/<profile>/deps/<name>-<hash>`, a program
+    // such as drover-demo `<target>/<profile>/<name>`: build the server with
+    // the same profile so `cargo test --release` tests release.
     let exe = std::env::current_exe().context("locating the test binary")?;
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
+    let mut dir = exe.parent();
+    if dir.and_then(Path::file_name).is_some_and(|d| d == "deps") {
+        dir = dir.and_then(Path::parent);
+    }
+    let profile = dir
         .and_then(Path::file_name)
         .and_then(|p| p.to_str())
         .unwrap_or("debug")

@@ -90,6 +90,38 @@ fn direct_boot_user_net() -> Result<()> {
     env.assert_clean(&[])
 }
 
+/// Static `ip=` with `BOOTIF` picking the interface (e1000 this time): no
+/// DHCP, the address from the command line.
+#[test]
+fn direct_boot_static_ip() -> Result<()> {
+    let Some(env) = TestEnv::start("direct_boot_static_ip", &[Need::Qemu])? else {
+        return Ok(());
+    };
+    let art = Artifacts::locate()?;
+    let mac = "52:54:00:aa:bb:cc";
+    let vm = VmBuilder::new("vm")
+        .user_net()
+        .nic(Nic::E1000)
+        .mac(mac)
+        .direct_boot(
+            &art.kernel,
+            &art.initrd,
+            "deploy.server=http://10.0.2.2:8080 deploy.image=demo deploy.on-error=poweroff \
+             BOOTIF=01-52-54-00-aa-bb-cc ip=10.0.2.50::10.0.2.2:255.255.255.0::eth0:off console=ttyS0",
+        )
+        .spawn(env.procs())?;
+    vm.wait_for_line(
+        Regex::new(&format!(r"drover: link up: eth0 mac={mac}"))?,
+        TIMEOUT,
+    )?;
+    let line = vm.wait_for_line("drover: static: ", TIMEOUT)?;
+    ensure!(field(&line, "address") == Some("10.0.2.50/24"), "{line}");
+    ensure!(field(&line, "gateway") == Some("10.0.2.2"), "{line}");
+    expect_error_then_poweroff(&vm)?;
+    drop(vm);
+    env.assert_clean(&[])
+}
+
 #[test]
 fn bad_option_powers_off() -> Result<()> {
     let Some(env) = TestEnv::start("bad_option_powers_off", &[Need::Qemu])? else {
