@@ -28,13 +28,13 @@ setup:
 
 # The agent: one static musl binary, checked to really be static.
 agent:
-	$(CARGO) build --release --locked --target $(MUSL) -p drover-agent
+	$(CARGO) build --release --target $(MUSL) -p drover-agent
 	@file -L $(AGENT) | tee /dev/stderr | grep -Eq 'statically linked|static-pie linked' \
 		|| { echo "error: $(AGENT) is not statically linked"; exit 1; }
 	@echo "agent: $(AGENT) $$(stat -c %s $(AGENT)) bytes ($$(( $$(stat -c %s $(AGENT)) / 1024 )) KiB, stripped)"
 
 $(INITRAMFS_BIN) $(SERVER_BIN) &:
-	$(CARGO) build --release --locked -p drover-initramfs -p drover-server
+	$(CARGO) build --release -p drover-initramfs -p drover-server
 
 server: $(SERVER_BIN)
 
@@ -48,17 +48,17 @@ initramfs: agent $(INITRAMFS_BIN)
 	echo "kernel: $(OUT)/vmlinuz ($$rel)"
 
 demo: initramfs server
-	$(CARGO) run --release --locked -p drover-qemu-tests --bin drover-demo
+	$(CARGO) run --release -p drover-qemu-tests --bin drover-demo
 
 lint:
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --locked --workspace --exclude drover-qemu-tests
+	$(CARGO) test --workspace --exclude drover-qemu-tests
 
 qemu-test: initramfs server
-	$(CARGO) test --release --locked -p drover-qemu-tests -- --test-threads=2
+	$(CARGO) test --release -p drover-qemu-tests -- --test-threads=2
 
 test: lint unit qemu-test
 

@@ -65,12 +65,20 @@ const MOUNTS: &[Mount] = &[
 /// may be restarted by hand from a debug shell.
 pub fn setup() -> Result<()> {
     for m in MOUNTS {
-        log::debug!("mount -t {} {} {} -o {}", m.fstype, m.source, m.target, m.data);
+        log::debug!(
+            "mount -t {} {} {} -o {}",
+            m.fstype,
+            m.source,
+            m.target,
+            m.data
+        );
         fs::create_dir_all(m.target).with_context(|| format!("creating {}", m.target))?;
         let data = std::ffi::CString::new(m.data).expect("static mount data has no NUL");
         match mount(m.source, m.target, m.fstype, m.flags, data.as_c_str()) {
             Ok(()) | Err(rustix::io::Errno::BUSY) => {}
-            Err(e) => return Err(e).with_context(|| format!("mounting {} on {}", m.fstype, m.target)),
+            Err(e) => {
+                return Err(e).with_context(|| format!("mounting {} on {}", m.fstype, m.target))
+            }
         }
     }
     reopen_console()

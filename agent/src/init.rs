@@ -39,7 +39,10 @@ fn phases(cmdline: &str) -> Result<Action> {
     console::set_level(opts.log);
     log::info!("options parsed: {}", opts.summary());
 
-    let release = rustix::system::uname().release().to_string_lossy().into_owned();
+    let release = rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned();
     let report = kmod::Coldplug {
         root: "/".into(),
         release,
@@ -48,10 +51,17 @@ fn phases(cmdline: &str) -> Result<Action> {
     }
     .run()
     .context("loading kernel modules")?;
-    log::info!("modules loaded: {} ({})", report.loaded.len(), report.loaded.join(", "));
+    log::info!(
+        "modules loaded: {} ({})",
+        report.loaded.len(),
+        report.loaded.join(", ")
+    );
     if !report.failed.is_empty() {
         let names: Vec<&str> = report.failed.iter().map(|(m, _)| m.as_str()).collect();
-        log::debug!("modules that did not load (no matching hardware?): {}", names.join(", "));
+        log::debug!(
+            "modules that did not load (no matching hardware?): {}",
+            names.join(", ")
+        );
     }
 
     match net::configure(&opts)? {
@@ -68,7 +78,11 @@ fn fail(on_error: OnError, e: &anyhow::Error) -> ! {
     log::error!("{e:#}");
     let action = Action::from(on_error);
     log::info!("on-error={}: {}", on_error, action.describe());
-    let delay = if action == Action::Reboot { REBOOT_DELAY_ON_ERROR } else { Duration::ZERO };
+    let delay = if action == Action::Reboot {
+        REBOOT_DELAY_ON_ERROR
+    } else {
+        Duration::ZERO
+    };
     power::finish(action, delay)
 }
 
@@ -76,6 +90,9 @@ fn fail(on_error: OnError, e: &anyhow::Error) -> ! {
 /// other error and follow `deploy.on-error` instead.
 fn install_panic_hook(on_error: OnError) {
     std::panic::set_hook(Box::new(move |info| {
-        fail(on_error, &anyhow::anyhow!("internal error (bug in the agent): {info}"));
+        fail(
+            on_error,
+            &anyhow::anyhow!("internal error (bug in the agent): {info}"),
+        );
     }));
 }

@@ -5,7 +5,10 @@
 //! file-backed disk ([`process::run`]). Both share the phases in [`run`].
 
 pub mod console;
+pub mod disk;
 pub mod early;
+pub mod fetch;
+pub mod image;
 pub mod init;
 pub mod kmod;
 pub mod net;

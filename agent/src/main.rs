@@ -59,7 +59,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match process::run(&process::Job { cmdline, disk: r.disk }) {
+    match process::run(&process::Job {
+        cmdline,
+        disk: r.disk,
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");

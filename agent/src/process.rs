@@ -23,10 +23,19 @@ pub fn run(job: &Job) -> Result<()> {
     let opts = kernel_cmdline::parse(&job.cmdline)?;
     crate::console::set_level(opts.log);
     log::info!("options parsed: {}", opts.summary());
-    let meta = fs::metadata(&job.disk).with_context(|| format!("target disk {}", job.disk.display()))?;
+    let meta =
+        fs::metadata(&job.disk).with_context(|| format!("target disk {}", job.disk.display()))?;
     if meta.is_dir() {
-        bail!("target disk {} is a directory; give a block device or an image file", job.disk.display());
+        bail!(
+            "target disk {} is a directory; give a block device or an image file",
+            job.disk.display()
+        );
     }
     log::info!("target disk: {}", job.disk.display());
-    run::deploy(&opts, &run::Target { disk: Some(job.disk.clone()) })
+    run::deploy(
+        &opts,
+        &run::Target {
+            disk: Some(job.disk.clone()),
+        },
+    )
 }

@@ -4,8 +4,12 @@
 use std::process::Command;
 
 fn agent(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_drover-agent")).args(args).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let out = Command::new(env!("CARGO_BIN_EXE_drover-agent"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -30,7 +34,10 @@ fn bad_option_is_named_with_what_is_accepted() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("drover: error: "), "{text}");
     assert!(text.contains("deploy.bogus"), "{text}");
-    assert!(text.contains("deploy.image"), "lists the valid keys: {text}");
+    assert!(
+        text.contains("deploy.image"),
+        "lists the valid keys: {text}"
+    );
 }
 
 #[test]
@@ -63,8 +70,14 @@ fn valid_options_reach_the_transport_and_say_it_is_missing() {
         disk.path().to_str().unwrap(),
     ]);
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("drover: options parsed: image=demo@1 mode=http"), "{text}");
-    assert!(text.contains("drover: error: no deploy transport yet"), "{text}");
+    assert!(
+        text.contains("drover: options parsed: image=demo@1 mode=http"),
+        "{text}"
+    );
+    assert!(
+        text.contains("drover: error: no deploy transport yet"),
+        "{text}"
+    );
 }
 
 #[test]

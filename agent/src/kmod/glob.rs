@@ -91,11 +91,23 @@ mod tests {
     #[test]
     fn table() {
         let cases: &[(&str, &str, bool)] = &[
-            ("pci:v00001AF4d00001000sv*sd*bc*sc*i*", "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00", true),
-            ("pci:v00001AF4d00001000sv*sd*bc*sc*i*", "pci:v00001AF4d00001001sv00001AF4sd00000001bc02sc00i00", false),
+            (
+                "pci:v00001AF4d00001000sv*sd*bc*sc*i*",
+                "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
+                true,
+            ),
+            (
+                "pci:v00001AF4d00001000sv*sd*bc*sc*i*",
+                "pci:v00001AF4d00001001sv00001AF4sd00000001bc02sc00i00",
+                false,
+            ),
             ("virtio:d00000001v*", "virtio:d00000001v00001AF4", true),
             ("virtio:d00000002v*", "virtio:d00000001v00001AF4", false),
-            ("pci:v*d*sv*sd*bc01sc08i02*", "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02", true),
+            (
+                "pci:v*d*sv*sd*bc01sc08i02*",
+                "pci:v00001B36d00000010sv00001AF4sd00001100bc01sc08i02",
+                true,
+            ),
             ("a?c", "abc", true),
             ("a?c", "ac", false),
             ("[a-c]x", "bx", true),

@@ -22,7 +22,9 @@ impl Deps {
     pub fn parse(text: &str) -> Deps {
         let mut modules = HashMap::new();
         for line in text.lines() {
-            let Some((path, deps)) = line.split_once(':') else { continue };
+            let Some((path, deps)) = line.split_once(':') else {
+                continue;
+            };
             let path = path.trim();
             if path.is_empty() {
                 continue;
@@ -101,7 +103,10 @@ kernel/drivers/block/virtio-blk.ko.xz:
 
     #[test]
     fn names_are_canonical() {
-        assert_eq!(module_name("kernel/drivers/block/virtio-blk.ko.xz"), "virtio_blk");
+        assert_eq!(
+            module_name("kernel/drivers/block/virtio-blk.ko.xz"),
+            "virtio_blk"
+        );
         assert_eq!(module_name("e1000e"), "e1000e");
         assert_eq!(module_name("crc32c-generic"), "crc32c_generic");
     }
@@ -109,10 +114,17 @@ kernel/drivers/block/virtio-blk.ko.xz:
     #[test]
     fn dependencies_come_first_once() {
         let d = Deps::parse(DEP);
-        assert_eq!(d.load_order("virtio_net"), ["failover", "net_failover", "virtio_net"]);
+        assert_eq!(
+            d.load_order("virtio_net"),
+            ["failover", "net_failover", "virtio_net"]
+        );
         assert_eq!(
             d.load_order("virtio-pci"),
-            ["virtio_pci_legacy_dev", "virtio_pci_modern_dev", "virtio_pci"]
+            [
+                "virtio_pci_legacy_dev",
+                "virtio_pci_modern_dev",
+                "virtio_pci"
+            ]
         );
         assert_eq!(d.load_order("virtio_blk"), ["virtio_blk"]);
         assert!(d.load_order("builtin_thing").is_empty());
@@ -135,7 +147,11 @@ kernel/drivers/block/virtio-blk.ko.xz:
         );
         let m: Vec<_> = a.lookup("virtio:d00000001v00001AF4").collect();
         assert_eq!(m, ["virtio_net"]);
-        assert_eq!(a.lookup("pci:v00008086d0000100Esv1af4sd1100bc02sc00i00").count(), 1);
+        assert_eq!(
+            a.lookup("pci:v00008086d0000100Esv1af4sd1100bc02sc00i00")
+                .count(),
+            1
+        );
         assert_eq!(a.lookup("acpi:PNP0A03:").count(), 0);
     }
 }

@@ -18,7 +18,11 @@ pub fn load_module(path: &Path) -> io::Result<()> {
     let file = File::open(path)?;
     let name = path.to_string_lossy();
     let compressed = !name.ends_with(".ko");
-    let flags = if compressed { MODULE_INIT_COMPRESSED_FILE } else { 0 };
+    let flags = if compressed {
+        MODULE_INIT_COMPRESSED_FILE
+    } else {
+        0
+    };
     let result = rustix::system::finit_module(&file, c"", flags);
     let result = match result {
         Err(Errno::INVAL | Errno::NOPKG | Errno::OPNOTSUPP) if name.ends_with(".ko.gz") => {
@@ -34,4 +38,3 @@ pub fn load_module(path: &Path) -> io::Result<()> {
         Err(e) => Err(e.into()),
     }
 }
-

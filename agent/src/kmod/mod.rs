@@ -61,7 +61,8 @@ impl Coldplug<'_> {
             return Ok(report);
         }
         let read = |name: &str| {
-            fs::read_to_string(moddir.join(name)).with_context(|| format!("reading {}/{name}", moddir.display()))
+            fs::read_to_string(moddir.join(name))
+                .with_context(|| format!("reading {}/{name}", moddir.display()))
         };
         let deps = Deps::parse(&read("modules.dep")?);
         let aliases = Aliases::parse(&read("modules.alias")?);
@@ -84,7 +85,10 @@ impl Coldplug<'_> {
             for modalias in scan_modaliases(&self.root.join("sys")) {
                 wanted.extend(aliases.lookup(&modalias).map(str::to_string));
             }
-            let new: Vec<String> = wanted.into_iter().filter(|m| !attempted.contains(m)).collect();
+            let new: Vec<String> = wanted
+                .into_iter()
+                .filter(|m| !attempted.contains(m))
+                .collect();
             if new.is_empty() {
                 break;
             }
@@ -115,9 +119,13 @@ impl Coldplug<'_> {
 /// Every device `modalias` under `sys/bus/*/devices/*`, deduplicated.
 fn scan_modaliases(sys: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let Ok(buses) = fs::read_dir(sys.join("bus")) else { return out };
+    let Ok(buses) = fs::read_dir(sys.join("bus")) else {
+        return out;
+    };
     for bus in buses.flatten() {
-        let Ok(devices) = fs::read_dir(bus.path().join("devices")) else { continue };
+        let Ok(devices) = fs::read_dir(bus.path().join("devices")) else {
+            continue;
+        };
         for dev in devices.flatten() {
             if let Ok(alias) = fs::read_to_string(dev.path().join("modalias")) {
                 let alias = alias.trim();
@@ -168,14 +176,22 @@ mod tests {
             "sys/bus/pci/devices/0000:00:03.0/modalias",
             "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\n",
         );
-        write(root, "sys/bus/pci/devices/0000:00:01.0/modalias", "pci:v00008086d00007000sv0sd0bc06sc01i00\n");
+        write(
+            root,
+            "sys/bus/pci/devices/0000:00:01.0/modalias",
+            "pci:v00008086d00007000sv0sd0bc06sc01i00\n",
+        );
 
         let mut calls = Vec::new();
         let root_buf = root.to_path_buf();
         let mut loader = |p: &Path| -> io::Result<()> {
             let name = module_name(p.to_str().unwrap());
             if name == "virtio_pci" {
-                write(&root_buf, "sys/bus/virtio/devices/virtio0/modalias", "virtio:d00000001v00001AF4\n");
+                write(
+                    &root_buf,
+                    "sys/bus/virtio/devices/virtio0/modalias",
+                    "virtio:d00000001v00001AF4\n",
+                );
             }
             if name == "jbd2" {
                 return Err(io::Error::from(io::ErrorKind::AlreadyExists));
@@ -193,7 +209,14 @@ mod tests {
         .unwrap();
         assert_eq!(
             calls,
-            ["ext4", "virtio_ring", "virtio_pci", "failover", "net_failover", "virtio_net"]
+            [
+                "ext4",
+                "virtio_ring",
+                "virtio_pci",
+                "failover",
+                "net_failover",
+                "virtio_net"
+            ]
         );
         assert_eq!(report.loaded, calls);
         assert!(report.failed.is_empty());

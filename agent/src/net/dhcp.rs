@@ -86,7 +86,11 @@ pub struct Reply {
 
 impl Reply {
     pub fn option(&self, code: u8) -> Option<&[u8]> {
-        self.options.iter().rev().find(|(c, _)| *c == code).map(|(_, v)| v.as_slice())
+        self.options
+            .iter()
+            .rev()
+            .find(|(c, _)| *c == code)
+            .map(|(_, v)| v.as_slice())
     }
 
     fn addr(&self, code: u8) -> Option<Ipv4Addr> {
@@ -97,7 +101,11 @@ impl Reply {
 
     fn addrs(&self, code: u8) -> Vec<Ipv4Addr> {
         self.option(code)
-            .map(|v| v.chunks_exact(4).map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3])).collect())
+            .map(|v| {
+                v.chunks_exact(4)
+                    .map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -121,7 +129,9 @@ pub struct Lease {
 
 impl Lease {
     pub fn from_ack(ack: &Reply) -> Lease {
-        let netmask = ack.addr(opt::SUBNET_MASK).unwrap_or_else(|| classful_mask(ack.yiaddr));
+        let netmask = ack
+            .addr(opt::SUBNET_MASK)
+            .unwrap_or_else(|| classful_mask(ack.yiaddr));
         Lease {
             address: ack.yiaddr,
             netmask,
@@ -193,7 +203,14 @@ impl Request {
         put(opt::VENDOR_CLASS, b"drover");
         put(
             opt::PARAM_LIST,
-            &[opt::SUBNET_MASK, opt::ROUTER, opt::DNS, opt::HOSTNAME, opt::LEASE_TIME, opt::SERVER_ID],
+            &[
+                opt::SUBNET_MASK,
+                opt::ROUTER,
+                opt::DNS,
+                opt::HOSTNAME,
+                opt::LEASE_TIME,
+                opt::SERVER_ID,
+            ],
         );
         p.push(opt::END);
         // Some old relays drop BOOTP packets shorter than 300 bytes.
@@ -226,7 +243,9 @@ pub fn decode(b: &[u8]) -> Result<Reply, DecodeError> {
             opt::END => break,
             _ => {
                 let len = *b.get(i).ok_or(DecodeError::Truncated { code })? as usize;
-                let val = b.get(i + 1..i + 1 + len).ok_or(DecodeError::Truncated { code })?;
+                let val = b
+                    .get(i + 1..i + 1 + len)
+                    .ok_or(DecodeError::Truncated { code })?;
                 options.push((code, val.to_vec()));
                 i += 1 + len;
             }
@@ -280,7 +299,14 @@ mod tests {
 
     #[test]
     fn discover_layout() {
-        let p = Request { kind: Kind::Discover, xid: 7, mac: MAC, secs: 3, selecting: None }.encode();
+        let p = Request {
+            kind: Kind::Discover,
+            xid: 7,
+            mac: MAC,
+            secs: 3,
+            selecting: None,
+        }
+        .encode();
         assert_eq!(p.len(), 300);
         assert_eq!(&p[..4], &[1, 1, 6, 0]);
         assert_eq!(&p[4..8], &7u32.to_be_bytes());
@@ -302,7 +328,11 @@ mod tests {
         }
         .encode();
         let s = &p[240..];
-        let find = |code: u8| s.windows(6).find(|w| w[0] == code && w[1] == 4).map(|w| w[2..6].to_vec());
+        let find = |code: u8| {
+            s.windows(6)
+                .find(|w| w[0] == code && w[1] == 4)
+                .map(|w| w[2..6].to_vec())
+        };
         assert_eq!(find(opt::REQUESTED_IP).unwrap(), [10, 0, 2, 15]);
         assert_eq!(find(opt::SERVER_ID).unwrap(), [10, 0, 2, 2]);
     }

@@ -31,7 +31,13 @@ impl Client<'_> {
             attempt += 1;
             let secs = started.elapsed().as_secs().min(u16::MAX as u64) as u16;
             let xid = xid.wrapping_add(attempt as u32);
-            self.send(&Request { kind: Kind::Discover, xid, mac: self.mac, secs, selecting: None })?;
+            self.send(&Request {
+                kind: Kind::Discover,
+                xid,
+                mac: self.mac,
+                secs,
+                selecting: None,
+            })?;
             let Some(offer) = self.receive(xid, &[Kind::Offer], wait)? else {
                 self.check_deadline()?;
                 log::debug!("no DHCP offer after {}s, retrying", wait.as_secs());
@@ -48,7 +54,10 @@ impl Client<'_> {
             })?;
             match self.receive(xid, &[Kind::Ack, Kind::Nak], wait)? {
                 Some(r) if r.kind == Kind::Ack => return Ok(Lease::from_ack(&r)),
-                Some(_) => log::warn!("DHCP server {server} refused {} (NAK), starting over", offer.yiaddr),
+                Some(_) => log::warn!(
+                    "DHCP server {server} refused {} (NAK), starting over",
+                    offer.yiaddr
+                ),
                 None => log::debug!("no DHCP ack after {}s, starting over", wait.as_secs()),
             }
             self.check_deadline()?;
@@ -64,7 +73,9 @@ impl Client<'_> {
 
     fn send(&self, req: &Request) -> Result<()> {
         let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
-        self.sock.send_to(&req.encode(), to).context("sending DHCP request")?;
+        self.sock
+            .send_to(&req.encode(), to)
+            .context("sending DHCP request")?;
         Ok(())
     }
 
@@ -78,15 +89,26 @@ impl Client<'_> {
             if left.is_zero() {
                 return Ok(None);
             }
-            self.sock.set_read_timeout(Some(left)).context("setting DHCP socket timeout")?;
+            self.sock
+                .set_read_timeout(Some(left))
+                .context("setting DHCP socket timeout")?;
             let n = match self.sock.recv(&mut buf) {
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => return Ok(None),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None)
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e).context("receiving DHCP reply"),
             };
             match dhcp::decode(&buf[..n]) {
-                Ok(r) if r.xid == xid && r.chaddr == self.mac.0 && kinds.contains(&r.kind) => return Ok(Some(r)),
+                Ok(r) if r.xid == xid && r.chaddr == self.mac.0 && kinds.contains(&r.kind) => {
+                    return Ok(Some(r))
+                }
                 Ok(_) => {}
                 Err(e) => log::debug!("ignoring malformed DHCP packet: {e}"),
             }

@@ -23,18 +23,25 @@ pub struct Iface {
 /// not candidates for deploying over.
 pub fn list(sys_class_net: &Path) -> Vec<Iface> {
     let mut out = Vec::new();
-    let Ok(dir) = fs::read_dir(sys_class_net) else { return out };
+    let Ok(dir) = fs::read_dir(sys_class_net) else {
+        return out;
+    };
     for e in dir.flatten() {
         let p = e.path();
         let read = |f: &str| fs::read_to_string(p.join(f)).unwrap_or_default();
         if read("type").trim() != "1" {
             continue;
         }
-        let Ok(mac) = read("address").trim().parse::<MacAddr>() else { continue };
+        let Ok(mac) = read("address").trim().parse::<MacAddr>() else {
+            continue;
+        };
         if mac.0 == [0; 6] {
             continue;
         }
-        out.push(Iface { name: e.file_name().to_string_lossy().into_owned(), mac });
+        out.push(Iface {
+            name: e.file_name().to_string_lossy().into_owned(),
+            mac,
+        });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
@@ -61,7 +68,10 @@ fn ifreq(name: &str) -> io::Result<libc::ifreq> {
     let mut req: libc::ifreq = unsafe { mem::zeroed() };
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() >= req.ifr_name.len() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name {name:?}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name {name:?}"),
+        ));
     }
     for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
         *d = *s as libc::c_char;
@@ -95,9 +105,17 @@ pub fn set_up(name: &str) -> io::Result<()> {
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read/write the ifreq we own; the
     // flags union member is the one these requests use.
     unsafe {
-        check(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req), "SIOCGIFFLAGS", name)?;
+        check(
+            libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req),
+            "SIOCGIFFLAGS",
+            name,
+        )?;
         req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
-        check(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req), "SIOCSIFFLAGS", name)
+        check(
+            libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req),
+            "SIOCSIFFLAGS",
+            name,
+        )
     }
 }
 
@@ -107,10 +125,12 @@ pub fn set_address(name: &str, addr: Ipv4Addr, mask: Ipv4Addr) -> io::Result<()>
     let mut req = ifreq(name)?;
     req.ifr_ifru.ifru_addr = sockaddr_in(addr);
     // SAFETY: the ifreq is fully initialised and owned; the kernel only reads it.
-    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR as _, &req) }, "SIOCSIFADDR", name)?;
+    let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR as _, &req) };
+    check(ret, "SIOCSIFADDR", name)?;
     req.ifr_ifru.ifru_netmask = sockaddr_in(mask);
     // SAFETY: as above.
-    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFNETMASK as _, &req) }, "SIOCSIFNETMASK", name)
+    let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFNETMASK as _, &req) };
+    check(ret, "SIOCSIFNETMASK", name)
 }
 
 /// The kernel's `struct rtentry` (include/uapi/linux/route.h). Declared
@@ -203,7 +223,10 @@ mod tests {
         mk("eth0", "1\n", "52:54:00:00:00:01\n");
         mk("sit0", "776\n", "00:00:00:00\n");
         let l = list(dir.path());
-        assert_eq!(l.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["eth0", "eth1"]);
+        assert_eq!(
+            l.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+            ["eth0", "eth1"]
+        );
         assert_eq!(l[0].mac, MacAddr([0x52, 0x54, 0, 0, 0, 1]));
     }
 

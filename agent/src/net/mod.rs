@@ -46,7 +46,11 @@ impl Network {
             self.prefix_len,
             opt(self.gateway),
             opt(self.server),
-            if dns.is_empty() { "none".into() } else { dns.join(",") }
+            if dns.is_empty() {
+                "none".into()
+            } else {
+                dns.join(",")
+            }
         )
     }
 }
@@ -77,10 +81,15 @@ pub fn configure(opts: &Options) -> Result<Option<Network>> {
             }
         }
         _ => {
-            let sock = iface::dhcp_socket(&iface.name).with_context(|| format!("opening a DHCP socket on {}", iface.name))?;
-            let lease = dhcp_client::Client { sock: &sock, mac: iface.mac, deadline: Instant::now() + DHCP_TIMEOUT }
-                .obtain()
-                .with_context(|| format!("configuring {} by DHCP", iface.name))?;
+            let sock = iface::dhcp_socket(&iface.name)
+                .with_context(|| format!("opening a DHCP socket on {}", iface.name))?;
+            let lease = dhcp_client::Client {
+                sock: &sock,
+                mac: iface.mac,
+                deadline: Instant::now() + DHCP_TIMEOUT,
+            }
+            .obtain()
+            .with_context(|| format!("configuring {} by DHCP", iface.name))?;
             iface::set_address(&iface.name, lease.address, lease.netmask)?;
             if let Some(gw) = lease.gateway {
                 iface::add_default_route(&iface.name, gw)?;
@@ -121,13 +130,29 @@ fn choose(bootif: Option<MacAddr>, device: Option<&str>) -> Result<Iface> {
             return Ok((*i).clone());
         }
         if Instant::now() >= deadline {
-            let seen: Vec<String> = all.iter().map(|i| format!("{} ({})", i.name, i.mac)).collect();
-            let seen = if seen.is_empty() { "none".to_string() } else { seen.join(", ") };
+            let seen: Vec<String> = all
+                .iter()
+                .map(|i| format!("{} ({})", i.name, i.mac))
+                .collect();
+            let seen = if seen.is_empty() {
+                "none".to_string()
+            } else {
+                seen.join(", ")
+            };
             return Err(match (bootif, device, candidates.is_empty()) {
-                (_, Some(dev), true) => anyhow!("interface {dev} named by ip= does not exist; interfaces: {seen}"),
-                (Some(mac), None, true) => anyhow!("no interface has the BOOTIF address {mac}; interfaces: {seen}"),
-                (_, _, true) => anyhow!("no Ethernet interface found (is its driver in the initramfs?)"),
-                _ => anyhow!("no link on {seen} after {}s (cable, switch port?)", LINK_TIMEOUT.as_secs()),
+                (_, Some(dev), true) => {
+                    anyhow!("interface {dev} named by ip= does not exist; interfaces: {seen}")
+                }
+                (Some(mac), None, true) => {
+                    anyhow!("no interface has the BOOTIF address {mac}; interfaces: {seen}")
+                }
+                (_, _, true) => {
+                    anyhow!("no Ethernet interface found (is its driver in the initramfs?)")
+                }
+                _ => anyhow!(
+                    "no link on {seen} after {}s (cable, switch port?)",
+                    LINK_TIMEOUT.as_secs()
+                ),
             });
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -141,8 +166,9 @@ fn write_resolv_conf(dns: &[Ipv4Addr]) {
         return;
     }
     let text: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
-    if let Err(e) = std::fs::create_dir_all("/etc").and_then(|_| std::fs::write("/etc/resolv.conf", text)) {
+    if let Err(e) =
+        std::fs::create_dir_all("/etc").and_then(|_| std::fs::write("/etc/resolv.conf", text))
+    {
         log::debug!("writing /etc/resolv.conf: {e}");
     }
 }
-

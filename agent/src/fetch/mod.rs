@@ -1,0 +1,6 @@
+//! Fetching from a drover server over HTTP.
+
+pub mod client;
+pub mod response;
+
+pub use client::{Client, Response};
