@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use kernel_cmdline::OnError;
 
 use crate::power::{self, Action};
-use crate::{console, early, kmod, net, run};
+use crate::{console, deploy, early, kmod, net, run};
 
 /// Give an operator a moment to read the error before the screen clears.
 const REBOOT_DELAY_ON_ERROR: Duration = Duration::from_secs(5);
@@ -64,12 +64,19 @@ fn phases(cmdline: &str) -> Result<Action> {
         );
     }
 
-    match net::configure(&opts)? {
+    let net = net::configure(&opts)?;
+    match &net {
         Some(n) => log::info!("{}", n.describe()),
         None => log::info!("network: ip=off, leaving interfaces alone"),
     }
 
-    run::deploy(&opts, &run::Target { disk: None })?;
+    let env = deploy::Env {
+        disk: None,
+        root: "/".into(),
+        key: run::baked_in_key(std::path::Path::new("/"))?,
+        mac: net.as_ref().map(|n| n.iface.mac).or(opts.bootif),
+    };
+    run::deploy(&opts, &env)?;
     Ok(opts.reboot.into())
 }
 

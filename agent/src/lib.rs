@@ -5,6 +5,7 @@
 //! file-backed disk ([`process::run`]). Both share the phases in [`run`].
 
 pub mod console;
+pub mod deploy;
 pub mod disk;
 pub mod early;
 pub mod fetch;

@@ -34,6 +34,9 @@ struct Run {
     /// the target: a block device or a disk image file
     #[argh(option)]
     disk: PathBuf,
+    /// the trusted image-signing public key (64 hex digits in a file)
+    #[argh(option)]
+    key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
     match process::run(&process::Job {
         cmdline,
         disk: r.disk,
+        key: r.key,
     }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use crate::run;
+use crate::image::sign;
+use crate::{deploy, run};
 
 /// What `drover-agent run` was asked to do.
 pub struct Job {
@@ -16,6 +17,8 @@ pub struct Job {
     pub cmdline: String,
     /// The target disk.
     pub disk: PathBuf,
+    /// The trusted public key file (the initramfs's /etc/drover/trusted.pub).
+    pub key: Option<PathBuf>,
 }
 
 /// Run the deploy phases; the error is returned for the caller to print.
@@ -32,10 +35,18 @@ pub fn run(job: &Job) -> Result<()> {
         );
     }
     log::info!("target disk: {}", job.disk.display());
-    run::deploy(
-        &opts,
-        &run::Target {
-            disk: Some(job.disk.clone()),
-        },
-    )
+    let key = match &job.key {
+        Some(k) => {
+            Some(sign::read_public_key(k).with_context(|| format!("reading {}", k.display()))?)
+        }
+        None => None,
+    };
+    let env = deploy::Env {
+        disk: Some(job.disk.clone()),
+        root: "/".into(),
+        key,
+        mac: opts.bootif,
+    };
+    run::deploy(&opts, &env)?;
+    Ok(())
 }

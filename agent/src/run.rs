@@ -1,24 +1,38 @@
 //! The deploy phases shared by PID-1 and process mode.
 
-use std::path::PathBuf;
+use std::path::Path;
 
-use anyhow::{bail, Result};
-use kernel_cmdline::Options;
+use anyhow::{Context, Result};
+use kernel_cmdline::{Options, PublicKey};
 
-/// Where the image goes and what the node knows about itself.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// The disk chosen by the caller (process mode); `None` means select it
-    /// from `deploy.disk` on the node.
-    pub disk: Option<PathBuf>,
+use crate::deploy::{self, Deployed, Env};
+use crate::image::sign;
+
+/// Where the initramfs carries the image-signing public key.
+pub const TRUSTED_KEY: &str = "etc/drover/trusted.pub";
+
+/// The trusted key under `root`, if the initramfs has one.
+pub fn baked_in_key(root: &Path) -> Result<Option<PublicKey>> {
+    let path = root.join(TRUSTED_KEY);
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(
+        sign::read_public_key(&path).with_context(|| format!("reading {}", path.display()))?,
+    ))
 }
 
-/// Fetch, verify and write the image. No transport exists yet: say so
-/// clearly instead of pretending.
-pub fn deploy(opts: &Options, _target: &Target) -> Result<()> {
-    bail!(
-        "no deploy transport yet: deploy.mode={} is not implemented in agent {} (it lands with the deploy issue)",
-        opts.mode,
-        crate::VERSION
-    )
+/// Fetch, verify and write the image, and say what was done.
+pub fn deploy(opts: &Options, env: &Env) -> Result<Deployed> {
+    let d = deploy::run(opts, env)?;
+    log::info!(
+        "deployed {} to {}: {} written, {} files, in {:.1}s; payload sha256 {}",
+        d.image,
+        d.disk.display(),
+        crate::disk::human_size(d.written.bytes),
+        d.written.entries,
+        d.written.elapsed.as_secs_f64(),
+        d.payload_sha256
+    );
+    Ok(d)
 }

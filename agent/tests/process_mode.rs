@@ -27,7 +27,7 @@ fn bad_option_is_named_with_what_is_accepted() {
     let (code, text) = agent(&[
         "run",
         "--cmdline",
-        "deploy.server=http://10.0.0.1 deploy.image=demo deploy.bogus=1",
+        "deploy.server=http://127.0.0.1:1 deploy.image=demo deploy.bogus=1",
         "--disk",
         disk.path().to_str().unwrap(),
     ]);
@@ -45,7 +45,7 @@ fn missing_disk_is_an_error_naming_it() {
     let (code, text) = agent(&[
         "run",
         "--cmdline",
-        "deploy.server=http://10.0.0.1 deploy.image=demo",
+        "deploy.server=http://127.0.0.1:1 deploy.image=demo",
         "--disk",
         "/nonexistent/disk.img",
     ]);
@@ -54,12 +54,13 @@ fn missing_disk_is_an_error_naming_it() {
 }
 
 #[test]
-fn valid_options_reach_the_transport_and_say_it_is_missing() {
+fn unreachable_server_is_a_clear_error() {
     let disk = tempfile::NamedTempFile::new().unwrap();
     let cmdline = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         cmdline.path(),
-        "vmlinuz initrd=initrd.img deploy.server=http://10.0.0.1:8080 deploy.image=demo@1 console=ttyS0\n",
+        // Port 1 on loopback: nothing listens, the connection is refused.
+        "vmlinuz initrd=initrd.img deploy.server=http://127.0.0.1:1 deploy.image=demo@1 console=ttyS0\n",
     )
     .unwrap();
     let (code, text) = agent(&[
@@ -75,9 +76,10 @@ fn valid_options_reach_the_transport_and_say_it_is_missing() {
         "{text}"
     );
     assert!(
-        text.contains("drover: error: no deploy transport yet"),
+        text.contains("drover: error: no server could provide demo@1: http://127.0.0.1:1"),
         "{text}"
     );
+    assert!(text.contains("connecting to 127.0.0.1:1"), "{text}");
 }
 
 #[test]

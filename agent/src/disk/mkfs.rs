@@ -52,7 +52,7 @@ pub fn mkfs(root: &Path, target: &PartTarget, spec: &FsSpec) -> Result<()> {
         describe(target)
     );
     match spec.kind {
-        FsKind::Ext4 => ext4(root, target, spec),
+        FsKind::Ext4 => ext4(root, target, spec, None),
         FsKind::Vfat => vfat(root, target, spec),
         FsKind::Swap => swap(target, spec),
     }
@@ -67,7 +67,22 @@ fn describe(t: &PartTarget) -> String {
     }
 }
 
-fn ext4(root: &Path, t: &PartTarget, spec: &FsSpec) -> Result<()> {
+/// Make an ext4 filesystem on `target` already holding the tree at `dir`
+/// (`mke2fs -d`: owners, modes, links, device nodes and xattrs are copied).
+/// Process mode uses it for tar partitions of a disk image file, which it
+/// cannot mount without loop devices.
+pub fn ext4_from_dir(root: &Path, target: &PartTarget, spec: &FsSpec, dir: &Path) -> Result<()> {
+    ext4(root, target, spec, Some(dir)).with_context(|| {
+        format!(
+            "making ext4 {:?} from {} on {}",
+            spec.label,
+            dir.display(),
+            describe(target)
+        )
+    })
+}
+
+fn ext4(root: &Path, t: &PartTarget, spec: &FsSpec, populate: Option<&Path>) -> Result<()> {
     ensure!(
         spec.label.len() <= 16,
         "the ext4 label {:?} is longer than 16 bytes",
@@ -81,8 +96,11 @@ fn ext4(root: &Path, t: &PartTarget, spec: &FsSpec) -> Result<()> {
     let mut cmd = Command::new(tool);
     cmd.args(["-F", "-q", "-t", "ext4", "-L", spec.label, "-U"])
         .arg(spec.uuid.to_string())
-        .args(["-E", &ext])
-        .arg(&t.path)
+        .args(["-E", &ext]);
+    if let Some(dir) = populate {
+        cmd.arg("-d").arg(dir);
+    }
+    cmd.arg(&t.path)
         // The size keeps mke2fs inside the partition when writing at an offset.
         .arg(format!("{}k", t.size / 1024));
     run(cmd)

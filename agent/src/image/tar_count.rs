@@ -64,27 +64,37 @@ pub(crate) mod tests {
 
     /// A tar with a directory, two files (one with a >100-byte name, so a
     /// GNU long-name header), a symlink, and 10 KiB record padding.
+    /// A GNU header with the owner and time fields every real tar fills.
+    fn header() -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h
+    }
+
     pub(crate) fn sample_tar() -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
-        let mut dir = tar::Header::new_gnu();
+        let mut dir = header();
         dir.set_entry_type(EntryType::Directory);
         dir.set_size(0);
         dir.set_mode(0o755);
         b.append_data(&mut dir, "etc/", io::empty()).unwrap();
-        let mut file = tar::Header::new_gnu();
+        let mut file = header();
         file.set_size(5);
         file.set_mode(0o644);
         b.append_data(&mut file, "etc/hostname", &b"node\n"[..])
             .unwrap();
         let long = format!("usr/share/{}/file", "d".repeat(120));
-        let mut file = tar::Header::new_gnu();
+        let mut file = header();
         file.set_size(3000);
         file.set_mode(0o644);
         b.append_data(&mut file, &long, &vec![7u8; 3000][..])
             .unwrap();
-        let mut link = tar::Header::new_gnu();
+        let mut link = header();
         link.set_entry_type(EntryType::Symlink);
         link.set_size(0);
+        link.set_mode(0o777);
         b.append_link(&mut link, "etc/localtime", "/usr/share/zoneinfo/UTC")
             .unwrap();
         let mut bytes = b.into_inner().unwrap();

@@ -1,0 +1,145 @@
+//! The deploy: choose a server, trust its manifest, choose the disk, write.
+//!
+//! Only `deploy.mode=http` exists so far; chain and torrent say so.
+
+pub mod apply;
+pub mod http_source;
+pub mod trust;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use kernel_cmdline::{MacAddr, Mode, Options, PublicKey};
+
+use crate::disk;
+use crate::fetch::Client;
+use crate::image::{Manifest, PAYLOAD_FILE};
+use http_source::HttpSource;
+use trust::Trust;
+
+/// Where the agent runs and what it knows beyond the options.
+pub struct Env {
+    /// `Some(path)`: process mode, write there. `None`: select by `deploy.disk`.
+    pub disk: Option<PathBuf>,
+    /// `/` on a node: sysfs, /dev and the tools are found under it.
+    pub root: PathBuf,
+    /// The key baked into the initramfs (or given to process mode).
+    pub key: Option<PublicKey>,
+    /// This node's MAC, seeding the disk's UUIDs.
+    pub mac: Option<MacAddr>,
+}
+
+/// What was deployed, for the console and the report.
+#[derive(Debug)]
+pub struct Deployed {
+    pub image: String,
+    pub disk: PathBuf,
+    pub payload_sha256: String,
+    pub written: apply::Written,
+}
+
+/// Deploy as the options say.
+pub fn run(opts: &Options, env: &Env) -> Result<Deployed> {
+    if opts.mode != Mode::Http {
+        bail!(
+            "deploy.mode={} is not implemented in agent {} yet (only http is); use deploy.mode=http",
+            opts.mode,
+            crate::VERSION
+        );
+    }
+    let trust = Trust {
+        key: opts.key.or(env.key),
+        insecure: opts.insecure,
+    };
+    // The first server that hands over a trustworthy manifest serves the payload.
+    let mut errors = Vec::new();
+    let (client, manifest) = opts
+        .servers
+        .iter()
+        .find_map(|s| {
+            let mut client = Client::new(s.clone());
+            client.token = opts.token.clone();
+            let got = trust::resolve_version(&client, &opts.image)
+                .and_then(|v| trust::fetch_manifest(&client, &opts.image.name, &v, trust));
+            match got {
+                Ok(m) => Some((client, m)),
+                Err(e) => {
+                    log::warn!("server {s}: {e:#}");
+                    errors.push(format!("{s}: {e:#}"));
+                    None
+                }
+            }
+        })
+        .with_context(|| {
+            format!(
+                "no server could provide {}: {}",
+                opts.image,
+                errors.join("; ")
+            )
+        })?;
+    let image = format!("{}@{}", manifest.name, manifest.version);
+    log::info!(
+        "image {image}: {} partitions, payload {} in {} chunks",
+        manifest.disk.partitions.len(),
+        disk::human_size(manifest.payload.size),
+        manifest.chunks.len()
+    );
+
+    let disk_path = match &env.disk {
+        Some(p) => p.clone(),
+        None => {
+            let d = disk::select::select(&env.root, &opts.disk, manifest.disk.min_size)?;
+            log::info!(
+                "disk: {} ({}, model {:?}, serial {:?})",
+                d.dev.display(),
+                disk::human_size(d.size_bytes),
+                d.model,
+                d.serial
+            );
+            d.dev
+        }
+    };
+    let seed = seed(&manifest, env.mac, &disk_path);
+    let scratch = if env.disk.is_some() {
+        apply::scratch_dir()
+    } else {
+        env.root.join("run/drover")
+    };
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let mut source = HttpSource {
+        client,
+        path: format!(
+            "{}/{PAYLOAD_FILE}",
+            trust::image_path(&manifest.name, &manifest.version)
+        ),
+        attempts: 8,
+    };
+    let target = apply::Target {
+        disk: &disk_path,
+        root: &env.root,
+        wipe: opts.wipe,
+        seed: &seed,
+        scratch: &scratch,
+    };
+    let written = apply::apply(&manifest, &target, &mut source);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let written =
+        written.with_context(|| format!("deploying {image} to {}", disk_path.display()))?;
+    Ok(Deployed {
+        image,
+        disk: disk_path,
+        payload_sha256: manifest.payload.sha256.to_string(),
+        written,
+    })
+}
+
+/// Reproducible identity for this node's copy of the image: the same image
+/// on the same node always yields the same GUIDs; different nodes differ.
+fn seed(m: &Manifest, mac: Option<MacAddr>, disk: &Path) -> Vec<u8> {
+    let mut s = format!("{}@{}", m.name, m.version).into_bytes();
+    match mac {
+        Some(mac) => s.extend_from_slice(&mac.0),
+        None => s.extend_from_slice(disk.as_os_str().as_encoded_bytes()),
+    }
+    s
+}
