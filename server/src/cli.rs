@@ -1,11 +1,31 @@
 //! Command-line interface: argh structs and the dispatch `main` calls.
+//!
+//! ```text
+//! drover-server serve --config FILE
+//! drover-server key generate --out DIR [--force]
+//! drover-server image import --store DIR --name NAME --version VERSION --key FILE
+//!                            [--chunk-size SIZE] [--level N] [--bios-boot-code FILE]
+//!                            --partition SPEC [--partition SPEC…]
+//! drover-server image list --store DIR
+//! drover-server image show --store DIR NAME[@VERSION]
+//! drover-server image verify --store DIR --key PUBFILE NAME[@VERSION]
+//! ```
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use argh::FromArgs;
+use drover_agent::image::manifest::{CHUNK_ALIGN, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
+use drover_agent::image::{sign, BuildOptions};
+use kernel_cmdline::ImageRef;
 
 use crate::config::Config;
+use crate::image_report::{import_summary, list_report, read_manifest, show_report};
+use crate::image_verify::verify_dir;
+use crate::import::{import, ImportRequest};
+use crate::partition_spec::parse_layout;
+use crate::size::{parse_size, Human, SIZE_ACCEPTED};
+use crate::store::Store;
 
 /// drover server: boot entries and images for network deploys.
 #[derive(FromArgs, Debug)]
@@ -18,15 +38,182 @@ pub struct Args {
 #[argh(subcommand)]
 pub enum Command {
     Serve(ServeArgs),
+    Key(KeyArgs),
+    Image(ImageArgs),
 }
 
-/// Serve boot entries (/boot/MAC.ipxe) and the kernel/initrd over HTTP.
+/// Serve boot entries (/boot/MAC.ipxe), the kernel/initrd and the image store over HTTP.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "serve")]
 pub struct ServeArgs {
     /// the TOML config file
     #[argh(option)]
     pub config: PathBuf,
+}
+
+/// Image signing keys.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "key")]
+pub struct KeyArgs {
+    #[argh(subcommand)]
+    pub command: KeyCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum KeyCommand {
+    Generate(KeyGenerateArgs),
+}
+
+/// Generate an ed25519 key pair: DIR/drover.key (secret, mode 0600) signs images, DIR/drover.pub (64 hex digits) is what nodes trust.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "generate",
+    note = "An existing key is never replaced without --force: nodes that trust it would refuse images signed by the new one."
+)]
+pub struct KeyGenerateArgs {
+    /// directory for drover.key and drover.pub (created if missing)
+    #[argh(option)]
+    pub out: PathBuf,
+    /// replace an existing key pair
+    #[argh(switch)]
+    pub force: bool,
+}
+
+/// Build, inspect and check images in a store.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "image")]
+pub struct ImageArgs {
+    #[argh(subcommand)]
+    pub command: ImageCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum ImageCommand {
+    Import(ImportArgs),
+    List(ListArgs),
+    Show(ShowArgs),
+    Verify(VerifyArgs),
+}
+
+/// Build a signed image from partition contents into STORE/NAME/VERSION.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "import",
+    example = "{command_name} --store /srv/drover/images --name debian --version 12.7 --key /etc/drover/drover.key \\
+    --bios-boot-code /usr/lib/SYSLINUX/gptmbr.bin \\
+    --partition label=ESP,type=esp,size=256M,fs=vfat,content=raw:/build/esp.img,attributes=legacy-bios-bootable \\
+    --partition label=root,type=linux,size=rest,fs=ext4,content=dir:/build/rootfs",
+    note = "Each --partition is one GPT partition, in disk order, as comma-separated KEY=VALUE pairs:
+  size=SIZE          required: whole MiB as bytes or with a K/M/G/T suffix (powers of 1024),
+                     e.g. 64M, 2G; or rest (the rest of the disk, last partition only)
+  label=TEXT         the GPT name, at most 36 characters (default: none)
+  type=TYPE          esp, bios-boot, linux, swap, root-x86-64, or a type GUID (default: linux)
+  fs=FS              ext4, vfat, swap, none (default: none); the agent creates it for tar
+                     and dir content, which need ext4 or vfat; with raw content it describes
+                     the image (say fs=vfat for a FAT ESP image)
+  content=SOURCE     what fills it (default: none, left as created):
+                       raw:FILE  a raw partition or disk image, written from its first byte
+                       tar:FILE  a tar archive, plain or gzip-compressed (detected by content)
+                       dir:DIR   a root directory, stored as a tar stream: sorted, numeric
+                                 owners, modes, mtimes, symlinks, hardlinks, device nodes,
+                                 FIFOs, extended attributes (sockets are skipped)
+  attributes=A[+A]   GPT attribute bits: required, no-block-io, legacy-bios-bootable
+Write a comma inside a value as \\, (and a backslash before a comma as \\\\).
+Boot style: an ESP (type=esp) with fs=vfat makes the image UEFI-bootable; --bios-boot-code
+(at most 440 bytes, e.g. syslinux's gptmbr.bin) makes it BIOS-bootable.
+The image is built under STORE/.staging, signed, verified like a node would, then renamed to
+STORE/NAME/VERSION (manifest.json, manifest.sig, payload). Existing versions are never replaced."
+)]
+pub struct ImportArgs {
+    /// the image store directory (created if missing)
+    #[argh(option)]
+    pub store: PathBuf,
+    /// image name: 1 to 128 of A-Z a-z 0-9 . _ -
+    #[argh(option)]
+    pub name: String,
+    /// image version, same characters; must not exist yet
+    #[argh(option)]
+    pub version: String,
+    /// the secret key file (drover.key from `key generate`)
+    #[argh(option)]
+    pub key: PathBuf,
+    /// a partition, in disk order (repeat; syntax below)
+    #[argh(option)]
+    pub partition: Vec<String>,
+    /// MBR boot code for BIOS boot, at most 440 bytes
+    #[argh(option)]
+    pub bios_boot_code: Option<PathBuf>,
+    /// uncompressed bytes per chunk: a multiple of 4K up to 64M (default 4M)
+    #[argh(option, from_str_fn(parse_chunk_size))]
+    pub chunk_size: Option<u64>,
+    /// deflate level 0-9 (default 6)
+    #[argh(option, from_str_fn(parse_level))]
+    pub level: Option<u32>,
+}
+
+fn parse_chunk_size(text: &str) -> Result<u64, String> {
+    let size = parse_size(text).map_err(|why| format!("{why}; accepted: {SIZE_ACCEPTED}"))?;
+    if size == 0 || !size.is_multiple_of(CHUNK_ALIGN) || size > MAX_CHUNK_SIZE {
+        return Err(format!(
+            "{size} bytes; accepted: a multiple of 4K from 4K to 64M, e.g. 1M, 4M (the default)"
+        ));
+    }
+    Ok(size)
+}
+
+fn parse_level(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(level) if level <= 9 => Ok(level),
+        _ => Err("accepted: 0 (store) to 9 (smallest); 6 is the default".into()),
+    }
+}
+
+/// List the images in a store: every version with its sizes, the newest marked.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+pub struct ListArgs {
+    /// the image store directory
+    #[argh(option)]
+    pub store: PathBuf,
+}
+
+/// Summarise an image's manifest: layout, chunks, sizes, hashes.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "show",
+    note = "Without @VERSION, the newest version: versions compare per dot-separated component, numerically where both are numbers (1.10 > 1.9)."
+)]
+pub struct ShowArgs {
+    /// the image store directory
+    #[argh(option)]
+    pub store: PathBuf,
+    /// NAME or NAME@VERSION
+    #[argh(positional)]
+    pub image: ImageRef,
+}
+
+/// Check an image like a node would: signature, manifest, every chunk, each partition's content and the payload hash.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "verify",
+    note = "Exits non-zero naming the first problem found (e.g. the first bad chunk). Without @VERSION, the newest version."
+)]
+pub struct VerifyArgs {
+    /// the image store directory
+    #[argh(option)]
+    pub store: PathBuf,
+    /// the public key file to trust (drover.pub from `key generate`)
+    #[argh(option)]
+    pub key: PathBuf,
+    /// NAME or NAME@VERSION
+    #[argh(positional)]
+    pub image: ImageRef,
 }
 
 /// Run a parsed command line to completion.
@@ -38,5 +225,165 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .context("starting the async runtime")?
                 .block_on(crate::http::serve(config))
         }
+        Command::Key(KeyArgs {
+            command: KeyCommand::Generate(a),
+        }) => {
+            let g = crate::key_generate::generate(&a.out, a.force)?;
+            println!("secret key: {} (keep it private)", g.secret.display());
+            println!("public key: {}", g.public.display());
+            println!("{}", g.key);
+            Ok(())
+        }
+        Command::Image(ImageArgs { command }) => match command {
+            ImageCommand::Import(a) => run_import(a),
+            ImageCommand::List(a) => {
+                print!("{}", list_report(&Store::new(a.store))?);
+                Ok(())
+            }
+            ImageCommand::Show(a) => {
+                let dir = Store::new(a.store).resolve(&a.image)?;
+                print!("{}", show_report(&dir, &read_manifest(&dir)?));
+                Ok(())
+            }
+            ImageCommand::Verify(a) => {
+                let key = sign::read_public_key(&a.key)?;
+                let dir = Store::new(a.store).resolve(&a.image)?;
+                let v = verify_dir(&dir, &key)?;
+                let m = &v.manifest;
+                println!(
+                    "{}@{}: OK: signed by {key}; {} chunks, partitions with content: {}, payload {} sha256 {} ({:.2} s)",
+                    m.name,
+                    m.version,
+                    m.chunks.len(),
+                    m.sources().count(),
+                    Human(m.payload.size),
+                    m.payload.sha256,
+                    v.elapsed.as_secs_f64()
+                );
+                Ok(())
+            }
+        },
+    }
+}
+
+fn run_import(a: ImportArgs) -> anyhow::Result<()> {
+    let layout = parse_layout(&a.partition)?;
+    let defaults = BuildOptions::default();
+    let build = BuildOptions {
+        chunk_size: a.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE),
+        level: a.level.unwrap_or(defaults.level),
+        ..defaults
+    };
+    let req = ImportRequest {
+        store: a.store,
+        name: a.name,
+        version: a.version,
+        key: a.key,
+        build,
+        layout,
+        bios_boot_code: a.bios_boot_code,
+    };
+    let imported = import(&req, &mut |line| eprintln!("{line}"))?;
+    print!("{}", import_summary(&imported));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, String> {
+        Args::from_args(&["drover-server"], args).map_err(|e| e.output)
+    }
+
+    #[test]
+    fn import_flags() {
+        let args = parse(&[
+            "image",
+            "import",
+            "--store",
+            "/s",
+            "--name",
+            "demo",
+            "--version",
+            "1",
+            "--key",
+            "k",
+            "--chunk-size",
+            "1M",
+            "--level",
+            "9",
+            "--bios-boot-code",
+            "mbr.bin",
+            "--partition",
+            "size=1M",
+            "--partition",
+            "size=rest",
+        ])
+        .unwrap();
+        let Command::Image(ImageArgs {
+            command: ImageCommand::Import(a),
+        }) = args.command
+        else {
+            panic!("not an import");
+        };
+        assert_eq!(a.partition, ["size=1M", "size=rest"]);
+        assert_eq!((a.chunk_size, a.level), (Some(1 << 20), Some(9)));
+        assert_eq!(a.bios_boot_code, Some(PathBuf::from("mbr.bin")));
+    }
+
+    #[test]
+    fn bad_flag_values_say_what_is_accepted() {
+        let base = [
+            "image",
+            "import",
+            "--store",
+            "/s",
+            "--name",
+            "n",
+            "--version",
+            "1",
+            "--key",
+            "k",
+        ];
+        let with = |flag: &str, value: &str| {
+            let mut v = base.to_vec();
+            v.extend([flag, value]);
+            parse(&v).unwrap_err()
+        };
+        let e = with("--chunk-size", "5000");
+        assert!(e.contains("'--chunk-size' with value '5000': 5000 bytes; accepted: a multiple of 4K from 4K to 64M"), "{e}");
+        assert!(with("--chunk-size", "128M").contains("accepted: a multiple of 4K"));
+        assert!(with("--chunk-size", "4Q").contains("unknown suffix \"Q\"; accepted: a byte count"));
+        let e = with("--level", "10");
+        assert!(
+            e.contains("'--level' with value '10': accepted: 0 (store) to 9"),
+            "{e}"
+        );
+        let e = parse(&["image", "show", "--store", "/s", "a/b"]).unwrap_err();
+        assert!(e.contains("a/b"), "{e}");
+    }
+
+    #[test]
+    fn show_verify_key() {
+        let args = parse(&["image", "verify", "--store", "/s", "--key", "p", "demo@1.2"]).unwrap();
+        let Command::Image(ImageArgs {
+            command: ImageCommand::Verify(a),
+        }) = args.command
+        else {
+            panic!("not a verify");
+        };
+        assert_eq!(
+            (a.image.name.as_str(), a.image.version.as_deref()),
+            ("demo", Some("1.2"))
+        );
+        let args = parse(&["key", "generate", "--out", "/k", "--force"]).unwrap();
+        let Command::Key(KeyArgs {
+            command: KeyCommand::Generate(a),
+        }) = args.command
+        else {
+            panic!("not a key generate");
+        };
+        assert!(a.force);
     }
 }

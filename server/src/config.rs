@@ -6,6 +6,7 @@
 //! kernel = "vmlinuz"                   # relative to the config file's directory
 //! initrd = "initrd.img"
 //! kernel_args = "console=ttyS0"        # appended last (console= must be last)
+//! store = "/srv/drover/images"         # optional: serve images from this store
 //! [deploy]                             # deploy.* defaults for every MAC
 //! image = "demo"
 //! mode = "http"
@@ -15,8 +16,9 @@
 //! Parsing is split in two so it can be unit-tested without files:
 //! [`Config::parse`] is pure (text + the directory relative paths are
 //! resolved against), [`Config::load`] reads the file and checks that the
-//! kernel and initrd exist, so a typo fails at startup rather than when the
-//! first node asks for its kernel.
+//! kernel and initrd exist (and the store, if given, is a directory), so a
+//! typo fails at startup rather than when the first node asks for its
+//! kernel.
 //!
 //! Every error names the file, the key and what is accepted. `deploy.*`
 //! values are parsed with `kernel_cmdline`'s own `FromStr` impls, so the
@@ -46,6 +48,8 @@ pub struct Config {
     pub initrd: PathBuf,
     /// Extra kernel arguments, appended after the `deploy.*` options.
     pub kernel_args: String,
+    /// The image store served under `/images/` (absolute), if any.
+    pub store: Option<PathBuf>,
     /// `deploy.*` defaults for every node: `servers = [public_url]`, no `BOOTIF`
     /// (the boot entry adds it per MAC).
     pub deploy: Options,
@@ -85,6 +89,8 @@ struct RawConfig {
     initrd: PathBuf,
     #[serde(default)]
     kernel_args: String,
+    #[serde(default)]
+    store: Option<PathBuf>,
     deploy: toml::Table,
 }
 
@@ -127,6 +133,16 @@ impl Config {
                 Ok(m) if m.is_file() => {}
                 Ok(_) => return Err(error(path, key, format!("{}: not a file", file.display()))),
                 Err(e) => return Err(error(path, key, format!("{}: {e}", file.display()))),
+            }
+        }
+        if let Some(store) = &config.store {
+            match std::fs::metadata(store) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    let msg = format!("{}: not a directory (an image store)", store.display());
+                    return Err(error(path, "store", msg));
+                }
+                Err(e) => return Err(error(path, "store", format!("{}: {e}", store.display()))),
             }
         }
         Ok(config)
@@ -248,6 +264,7 @@ impl Config {
             kernel: dir.join(raw.kernel),
             initrd: dir.join(raw.initrd),
             kernel_args,
+            store: raw.store.map(|s| dir.join(s)),
             deploy,
         })
     }
@@ -319,6 +336,7 @@ image = "demo"
         assert_eq!(c.kernel, Path::new("/etc/drover/vmlinuz"));
         assert_eq!(c.initrd, Path::new("/srv/initrd.img"));
         assert_eq!(c.kernel_args, "");
+        assert_eq!(c.store, None);
         assert_eq!(c.deploy.servers.len(), 1);
         assert_eq!(c.deploy.servers[0].host, "10.77.0.1");
         assert_eq!(c.deploy.servers[0].port, 8080);
@@ -453,5 +471,25 @@ log = "debug"
         let c = Config::load(&path).unwrap();
         assert_eq!(c.kernel, dir.path().join("vmlinuz"));
         assert_eq!(c.initrd, dir.path().join("initrd.img"));
+
+        let with_store = |store: &str| {
+            let text = MINIMAL
+                .replace("/srv/initrd.img", "initrd.img")
+                .replace("[deploy]", &format!("store = \"{store}\"\n[deploy]"));
+            std::fs::write(&path, text).unwrap();
+            Config::load(&path)
+        };
+        let e = with_store("images").unwrap_err().to_string();
+        assert!(e.contains("key `store`: "), "{e}");
+        assert!(e.contains("/images: No such file"), "{e}");
+        let e = with_store("vmlinuz").unwrap_err().to_string();
+        assert!(e.contains("key `store`: "), "{e}");
+        assert!(
+            e.ends_with("vmlinuz: not a directory (an image store)"),
+            "{e}"
+        );
+        std::fs::create_dir(dir.path().join("images")).unwrap();
+        let c = with_store("images").unwrap();
+        assert_eq!(c.store, Some(dir.path().join("images")));
     }
 }

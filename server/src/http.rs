@@ -3,6 +3,9 @@
 //! - `GET /boot/{mac}.ipxe`: the node's iPXE script ([`crate::boot`]).
 //! - `GET /files/vmlinuz`, `GET /files/initrd.img`: the deploy kernel and
 //!   initrd (HEAD, Range and Content-Length via tower-http's `ServeFile`).
+//! - `GET /images/{name}/{version}/{manifest.json,manifest.sig,payload}`
+//!   (ranged) and `GET /images/{name}/latest`: the image store
+//!   ([`crate::image_routes`]).
 //! - `GET /healthz`: `ok`.
 //!
 //! Every request is logged on stderr (peer, method, path, status): when a
@@ -43,6 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/boot/{file}", get(boot_script))
         .route_service("/files/vmlinuz", kernel)
         .route_service(&format!("/files/{}", boot::INITRD_NAME), initrd)
+        .merge(crate::image_routes::routes())
         .with_state(state)
         .layer(middleware::from_fn(log_request))
 }
@@ -96,11 +100,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     log::info!(
-        "listening on {} as {}; kernel {}, initrd {}",
+        "listening on {} as {}; kernel {}, initrd {}, image store {}",
         listener.local_addr()?,
         config.public_url,
         config.kernel.display(),
-        config.initrd.display()
+        config.initrd.display(),
+        config
+            .store
+            .as_deref()
+            .map_or("none".into(), |s| s.display().to_string())
     );
     let app = router(Arc::new(AppState { config }));
     axum::serve(
