@@ -40,10 +40,19 @@ server: $(SERVER_BIN)
 
 # Kernel: the newest installed Debian kernel that has modules (default
 # linux-image-amd64); override with KERNEL_RELEASE=...
-initramfs: agent $(INITRAMFS_BIN)
+# The image-signing key pair: generated once, its public half baked into
+# the initramfs as /etc/drover/trusted.pub (KEY_DIR=... to use your own).
+KEY_DIR ?= $(OUT)/keys
+$(KEY_DIR)/drover.pub: $(SERVER_BIN)
+	$(SERVER_BIN) key generate --out $(KEY_DIR)
+
+initramfs: agent $(INITRAMFS_BIN) $(KEY_DIR)/drover.pub
 	@mkdir -p $(OUT)
 	rel=$${KERNEL_RELEASE:-$$($(INITRAMFS_BIN) --print-kernel-release)} && \
-	$(INITRAMFS_BIN) --agent $(AGENT) --kernel-release $$rel --output $(OUT)/initrd.img && \
+	$(INITRAMFS_BIN) --agent $(AGENT) --kernel-release $$rel --output $(OUT)/initrd.img \
+		--program /sbin/mke2fs --program /sbin/mkfs.fat \
+		--file /etc/drover/trusted.pub=$(KEY_DIR)/drover.pub \
+		--file /etc/drover/modules=initramfs/etc/modules && \
 	cp /boot/vmlinuz-$$rel $(OUT)/vmlinuz && \
 	echo "kernel: $(OUT)/vmlinuz ($$rel)"
 

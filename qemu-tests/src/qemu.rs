@@ -55,6 +55,14 @@ impl Nic {
     }
 }
 
+/// The disk controller the VM's disks hang off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiskBus {
+    #[default]
+    VirtioBlk,
+    Nvme,
+}
+
 /// How the NIC is connected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Network {
@@ -141,6 +149,7 @@ pub struct VmBuilder {
     smp: u32,
     allow_reboot: bool,
     disks: Vec<PathBuf>,
+    disk_bus: DiskBus,
     extra: Vec<String>,
 }
 
@@ -159,6 +168,7 @@ impl VmBuilder {
             smp: 1,
             allow_reboot: false,
             disks: Vec::new(),
+            disk_bus: DiskBus::VirtioBlk,
             extra: Vec::new(),
         }
     }
@@ -229,6 +239,12 @@ impl VmBuilder {
     /// Attach a virtio-blk disk (format from the extension: `.qcow2`, else raw).
     pub fn disk(mut self, path: &Path) -> Self {
         self.disks.push(path.to_owned());
+        self
+    }
+
+    /// Attach the disks as virtio-blk (default) or NVMe.
+    pub fn disk_bus(mut self, bus: DiskBus) -> Self {
+        self.disk_bus = bus;
         self
     }
 
@@ -318,7 +334,11 @@ impl VmBuilder {
                 "-drive",
                 &format!("file={},if=none,id=disk{i},format={format}", disk.display()),
                 "-device",
-                &format!("virtio-blk-pci,drive=disk{i}"),
+                &match self.disk_bus {
+                    DiskBus::VirtioBlk => format!("virtio-blk-pci,drive=disk{i}"),
+                    // NVMe needs a serial; it also names the disk for deploy.disk=serial:….
+                    DiskBus::Nvme => format!("nvme,drive=disk{i},serial=drover{i}"),
+                },
             ]);
         }
         a.extend(self.extra.iter().cloned());

@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub kernel_args: String,
     /// `[deploy]` entries, e.g. `("image", "demo")`, `("on_error", "poweroff")`.
     pub deploy: Vec<(String, String)>,
+    /// The image store (`drover-server image import --store`), if any.
+    pub store: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -36,7 +38,14 @@ impl ServerConfig {
             initrd: initrd.to_owned(),
             kernel_args: "console=ttyS0".to_owned(),
             deploy: vec![("image".to_owned(), "demo".to_owned())],
+            store: None,
         }
+    }
+
+    /// Serve images from `store`.
+    pub fn store(mut self, store: &Path) -> Self {
+        self.store = Some(store.to_owned());
+        self
     }
 
     /// Set a `[deploy]` key (replacing an earlier value).
@@ -62,6 +71,9 @@ impl ServerConfig {
             toml_str(&self.initrd.display().to_string())
         );
         let _ = writeln!(t, "kernel_args = {}", toml_str(&self.kernel_args));
+        if let Some(store) = &self.store {
+            let _ = writeln!(t, "store = {}", toml_str(&store.display().to_string()));
+        }
         let _ = writeln!(t, "[deploy]");
         for (k, v) in &self.deploy {
             let _ = writeln!(t, "{k} = {}", toml_str(v));

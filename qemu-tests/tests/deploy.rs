@@ -1,0 +1,238 @@
+//! The first real deployment: a blank disk, PXE (dnsmasq + iPXE), the agent
+//! deploys the test OS over HTTP from drover-server, verifies, reboots;
+//! then the VM boots from its disk and the test OS prints its marker.
+//!
+//! The test OS (qemu-tests/testos/build.sh) is built once per run and
+//! imported with `drover-server image import`, signed with the key `make
+//! initramfs` baked into the initrd (target/drover/keys).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context as _, Result};
+use drover_qemu_tests::artifacts::{self, Artifacts};
+use drover_qemu_tests::dnsmasq::{Dnsmasq, DnsmasqOptions};
+use drover_qemu_tests::netns::{Netns, Subnet};
+use drover_qemu_tests::qemu::{DiskBus, Firmware, Nic, VmBuilder};
+use drover_qemu_tests::server::{Server, ServerConfig};
+use drover_qemu_tests::{Need, TestEnv};
+
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({}):\n{text}", out.status);
+    }
+    Ok(text)
+}
+
+/// Build the test OS and import it as demo@1.0, once per test process.
+fn store(art: &Artifacts) -> Result<PathBuf> {
+    static STORE: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut guard = STORE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = guard.as_ref() {
+        return Ok(s.clone());
+    }
+    let base = artifacts::target_dir().join("qemu-tests/deploy-image");
+    let _ = std::fs::remove_dir_all(&base);
+    let os = base.join("testos");
+    let script = artifacts::workspace_root().join("qemu-tests/testos/build.sh");
+    run(Command::new("bash")
+        .arg(&script)
+        .arg(&os)
+        .args(["demo", "1.0"]))?;
+    let key = art
+        .kernel
+        .parent()
+        .context("artifacts dir")?
+        .join("keys/drover.key");
+    ensure!(
+        key.is_file(),
+        "{} missing: run `make initramfs`",
+        key.display()
+    );
+    let store = base.join("store");
+    let bin = artifacts::server_bin()?;
+    let f = |name: &str| os.join(name).display().to_string();
+    run(Command::new(&bin)
+        .args(["image", "import", "--store"])
+        .arg(&store)
+        .args(["--name", "demo", "--version", "1.0", "--key"])
+        .arg(&key)
+        .args(["--bios-boot-code", &f("bios-mbr.bin")])
+        .arg("--partition")
+        .arg(format!(
+            "label=ESP,type=esp,size=64M,fs=vfat,content=raw:{},attributes=legacy-bios-bootable",
+            f("esp.img")
+        ))
+        .arg("--partition")
+        .arg(format!(
+            "label=drover-root,type=linux,size=rest,fs=ext4,content=tar:{}",
+            f("root.tar")
+        )))?;
+    *guard = Some(store.clone());
+    Ok(store)
+}
+
+fn deploy_and_boot(
+    name: &str,
+    firmware: Firmware,
+    nic: Nic,
+    bus: DiskBus,
+    mac: &str,
+) -> Result<()> {
+    let mut needs = vec![Need::Qemu, Need::Netboot];
+    if firmware == Firmware::Uefi {
+        needs.push(Need::Uefi);
+    }
+    let Some(env) = TestEnv::start(name, &needs)? else {
+        return Ok(());
+    };
+    let art = Artifacts::locate()?;
+    let store = store(&art)?;
+    let bin = artifacts::server_bin()?;
+    let disk = env.dir().join("disk.qcow2");
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("1G"))?;
+
+    let ns = Netns::create("drover-dt", Subnet::default())?;
+    ns.add_tap("tap0")?;
+    let config = ServerConfig::new(&ns, &art.kernel, &art.initrd)
+        .store(&store)
+        .deploy("on_error", "poweroff");
+    let server = Server::start(env.procs(), &ns, &bin, config.clone())?;
+    let dnsmasq = Dnsmasq::start(
+        env.procs(),
+        &ns,
+        &DnsmasqOptions::chain_to(config.chain_url()),
+    )?;
+    let vm = VmBuilder::new("deploy")
+        .firmware(firmware)
+        .nic(nic)
+        .mac(mac)
+        .tap(&ns, "tap0")
+        .netboot()
+        .disk(&disk)
+        .disk_bus(bus)
+        .spawn(env.procs())?;
+    vm.wait_for_line("drover: lease: ", TIMEOUT)?;
+    vm.wait_for_line("signed by the trusted key", TIMEOUT)?;
+    let dev = if bus == DiskBus::Nvme {
+        "/dev/nvme0n1"
+    } else {
+        "/dev/vda"
+    };
+    vm.wait_for_line(format!("drover: disk: {dev} "), TIMEOUT)?;
+    vm.wait_for_line(format!("drover: deployed demo@1.0 to {dev}"), TIMEOUT)?;
+    vm.wait_for_line("drover: deploy finished: rebooting", TIMEOUT)?;
+    vm.wait_exit(TIMEOUT)?;
+    let deployed_at = vm.elapsed();
+    let slog = server.log();
+    ensure!(
+        slog.contains("/images/demo/1.0/payload -> 206"),
+        "no ranged payload fetch:\n{slog}"
+    );
+    let ns_name = ns.name().to_owned();
+    drop(vm);
+    drop(dnsmasq);
+    drop(server);
+    drop(ns);
+
+    // The disk, inspected from outside: a sound GPT and a clean ext4.
+    let raw = env.dir().join("disk.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(&disk)
+        .arg(&raw))?;
+    let v = run(Command::new("sgdisk").arg("-v").arg(&raw))?;
+    ensure!(v.contains("No problems found"), "{v}");
+    let info = run(Command::new("sgdisk").arg("-i2").arg(&raw))?;
+    let first: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("First sector: "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no partition 2:\n{info}"))?;
+    let fsck =
+        run(Command::new("e2fsck")
+            .args(["-fn", &format!("{}?offset={}", raw.display(), first * 512)]));
+    if let Err(e) = fsck {
+        // Older e2fsck has no ?offset=: copy the partition out.
+        let part = env.dir().join("root.ext4");
+        run(Command::new("dd")
+            .arg(format!("if={}", raw.display()))
+            .arg(format!("of={}", part.display()))
+            .args(["bs=512", &format!("skip={first}"), "status=none"]))
+        .with_context(|| format!("after {e:#}"))?;
+        run(Command::new("e2fsck").arg("-fn").arg(&part))?;
+    }
+    std::fs::remove_file(&raw)?;
+
+    // Then the machine boots from that disk alone.
+    let vm = VmBuilder::new("boot")
+        .firmware(firmware)
+        .disk(&disk)
+        .disk_bus(bus)
+        .spawn(env.procs())?;
+    vm.wait_for_line("DROVER-TEST-OS image=demo version=1.0", TIMEOUT)?;
+    vm.wait_for_line("DROVER-TEST-OS files=ok", TIMEOUT)?;
+    vm.wait_for_line("DROVER-TEST-OS meta=ok", TIMEOUT)?;
+    vm.wait_exit(TIMEOUT)?;
+    eprintln!(
+        "{name}: deployed in {:.1}s, booted the deployed OS in {:.1}s",
+        deployed_at.as_secs_f64(),
+        vm.elapsed().as_secs_f64()
+    );
+    drop(vm);
+    env.assert_clean(&[&ns_name])
+}
+
+#[test]
+fn deploy_bios_virtio_net_virtio_blk() -> Result<()> {
+    deploy_and_boot(
+        "deploy_bios_virtio_net_virtio_blk",
+        Firmware::Bios,
+        Nic::VirtioNet,
+        DiskBus::VirtioBlk,
+        "52:54:00:d0:00:01",
+    )
+}
+
+#[test]
+fn deploy_uefi_e1000_nvme() -> Result<()> {
+    deploy_and_boot(
+        "deploy_uefi_e1000_nvme",
+        Firmware::Uefi,
+        Nic::E1000,
+        DiskBus::Nvme,
+        "52:54:00:d0:00:02",
+    )
+}
+
+#[test]
+fn deploy_bios_e1000_nvme() -> Result<()> {
+    deploy_and_boot(
+        "deploy_bios_e1000_nvme",
+        Firmware::Bios,
+        Nic::E1000,
+        DiskBus::Nvme,
+        "52:54:00:d0:00:03",
+    )
+}
+
+#[test]
+fn deploy_uefi_virtio_net_virtio_blk() -> Result<()> {
+    deploy_and_boot(
+        "deploy_uefi_virtio_net_virtio_blk",
+        Firmware::Uefi,
+        Nic::VirtioNet,
+        DiskBus::VirtioBlk,
+        "52:54:00:d0:00:04",
+    )
+}
