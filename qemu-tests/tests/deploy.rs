@@ -6,7 +6,7 @@
 //! imported with `drover-server image import`, signed with the key `make
 //! initramfs` baked into the initrd (target/drover/keys).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
