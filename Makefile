@@ -43,7 +43,7 @@ server: $(SERVER_BIN)
 # The image-signing key pair: generated once, its public half baked into
 # the initramfs as /etc/drover/trusted.pub (KEY_DIR=... to use your own).
 KEY_DIR ?= $(OUT)/keys
-$(KEY_DIR)/drover.pub: $(SERVER_BIN)
+$(KEY_DIR)/drover.pub: | $(SERVER_BIN)
 	$(SERVER_BIN) key generate --out $(KEY_DIR)
 
 initramfs: agent $(INITRAMFS_BIN) $(KEY_DIR)/drover.pub

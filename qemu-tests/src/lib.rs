@@ -25,6 +25,7 @@ pub mod netns;
 pub mod procs;
 pub mod qemu;
 pub mod server;
+pub mod testos;
 
 /// Poll `f` every `poll` until it returns true (→ true) or `timeout` passes
 /// (→ false). `f` runs at least once.

@@ -6,78 +6,19 @@
 //! imported with `drover-server image import`, signed with the key `make
 //! initramfs` baked into the initrd (target/drover/keys).
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Context as _, Result};
+use anyhow::{ensure, Context as _, Result};
 use drover_qemu_tests::artifacts::{self, Artifacts};
 use drover_qemu_tests::dnsmasq::{Dnsmasq, DnsmasqOptions};
 use drover_qemu_tests::netns::{Netns, Subnet};
 use drover_qemu_tests::qemu::{DiskBus, Firmware, Nic, VmBuilder};
 use drover_qemu_tests::server::{Server, ServerConfig};
+use drover_qemu_tests::testos::{run, store};
 use drover_qemu_tests::{Need, TestEnv};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
-
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        bail!("{cmd:?} failed ({}):\n{text}", out.status);
-    }
-    Ok(text)
-}
-
-/// Build the test OS and import it as demo@1.0, once per test process.
-fn store(art: &Artifacts) -> Result<PathBuf> {
-    static STORE: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut guard = STORE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = guard.as_ref() {
-        return Ok(s.clone());
-    }
-    let base = artifacts::target_dir().join("qemu-tests/deploy-image");
-    let _ = std::fs::remove_dir_all(&base);
-    let os = base.join("testos");
-    let script = artifacts::workspace_root().join("qemu-tests/testos/build.sh");
-    run(Command::new("bash")
-        .arg(&script)
-        .arg(&os)
-        .args(["demo", "1.0"]))?;
-    let key = art
-        .kernel
-        .parent()
-        .context("artifacts dir")?
-        .join("keys/drover.key");
-    ensure!(
-        key.is_file(),
-        "{} missing: run `make initramfs`",
-        key.display()
-    );
-    let store = base.join("store");
-    let bin = artifacts::server_bin()?;
-    let f = |name: &str| os.join(name).display().to_string();
-    run(Command::new(&bin)
-        .args(["image", "import", "--store"])
-        .arg(&store)
-        .args(["--name", "demo", "--version", "1.0", "--key"])
-        .arg(&key)
-        .args(["--bios-boot-code", &f("bios-mbr.bin")])
-        .arg("--partition")
-        .arg(format!(
-            "label=ESP,type=esp,size=64M,fs=vfat,content=raw:{},attributes=legacy-bios-bootable",
-            f("esp.img")
-        ))
-        .arg("--partition")
-        .arg(format!(
-            "label=drover-root,type=linux,size=rest,fs=ext4,content=tar:{}",
-            f("root.tar")
-        )))?;
-    *guard = Some(store.clone());
-    Ok(store)
-}
 
 fn deploy_and_boot(
     name: &str,

@@ -1,20 +1,22 @@
-//! `make demo`: PXE-boot one VM into the drover agent and show its console
-//! live. A private network namespace holds everything (bridge, tap,
-//! dnsmasq for DHCP + TFTP, drover-server for the iPXE script, kernel and
-//! initrd); all of it is torn down at the end, also on Ctrl-C or error.
+//! `make demo`: PXE-boot one blank VM into the drover agent, deploy the
+//! test OS, and boot it — console shown live. A private network namespace
+//! holds everything (bridge, tap, dnsmasq for DHCP + TFTP, drover-server
+//! for the iPXE script, kernel, initrd and image); all of it is torn down
+//! at the end, also on error.
 //!
-//! Today the agent stops after bringing up the network ("no deploy
-//! transport yet"); the demo grows with the deploy issues.
+//! The VM deploys the test OS (built and imported as `demo@1.0`) over
+//! HTTP, reboots, and then boots the deployed OS from its disk.
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use drover_qemu_tests::artifacts::{self, Artifacts};
 use drover_qemu_tests::dnsmasq::{Dnsmasq, DnsmasqOptions};
 use drover_qemu_tests::netns::{Netns, Subnet};
-use drover_qemu_tests::qemu::{Firmware, Nic, VmBuilder};
+use drover_qemu_tests::qemu::{Firmware, Nic, Vm, VmBuilder};
 use drover_qemu_tests::server::{Server, ServerConfig};
-use drover_qemu_tests::{Need, TestEnv};
+use drover_qemu_tests::{testos, Need, TestEnv};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -24,9 +26,20 @@ fn main() -> Result<()> {
     };
     let art = Artifacts::locate()?;
     let bin = artifacts::server_bin()?;
+    println!("demo: building the test OS and importing it as demo@1.0 (signed)…");
+    let store = testos::store(&art)?;
+    let disk = env.dir().join("disk.qcow2");
+    testos::run(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg("1G"),
+    )?;
     let ns = Netns::create("drover-demo", Subnet::default())?;
     ns.add_tap("tap0")?;
-    let config = ServerConfig::new(&ns, &art.kernel, &art.initrd).deploy("on_error", "poweroff");
+    let config = ServerConfig::new(&ns, &art.kernel, &art.initrd)
+        .store(&store)
+        .deploy("on_error", "poweroff");
     let _server = Server::start(env.procs(), &ns, &bin, config.clone())?;
     let _dnsmasq = Dnsmasq::start(
         env.procs(),
@@ -34,26 +47,39 @@ fn main() -> Result<()> {
         &DnsmasqOptions::chain_to(config.chain_url()),
     )?;
     println!(
-        "demo: namespace {}, dnsmasq (DHCP+TFTP) and drover-server at {}; PXE-booting a VM (SeaBIOS, virtio-net) under TCG…",
+        "demo: namespace {}, dnsmasq (DHCP+TFTP) and drover-server at {}; PXE-booting a VM with a blank 1 GiB disk (SeaBIOS, virtio-net) under TCG…",
         ns.name(),
         config.public_url
     );
-    let vm = VmBuilder::new("demo-vm")
+    let vm = VmBuilder::new("deploy")
         .firmware(Firmware::Bios)
         .nic(Nic::VirtioNet)
         .mac("52:54:00:de:00:01")
         .tap(&ns, "tap0")
         .netboot()
+        .disk(&disk)
         .spawn(env.procs())?;
+    follow(&vm, |l| {
+        l.contains("drover") || l.contains("iPXE") || l.starts_with("http://")
+    })?;
+    println!("demo: the agent rebooted the VM; booting it from its disk alone…");
+    let vm = VmBuilder::new("boot")
+        .firmware(Firmware::Bios)
+        .disk(&disk)
+        .spawn(env.procs())?;
+    follow(&vm, |l| l.contains("DROVER-TEST-OS"))?;
+    println!("demo: done; console logs in {}", env.dir().display());
+    Ok(())
+}
 
-    // Echo the console as it arrives: iPXE, then the agent's `drover:`
-    // lines (kernel messages are left to the log file).
+/// Echo the console lines `show` picks as they arrive, until the VM exits.
+fn follow(vm: &Vm, show: impl Fn(&str) -> bool) -> Result<()> {
     let started = Instant::now();
     let mut shown = 0;
     loop {
         let lines = vm.console();
         for line in &lines[shown..] {
-            if line.contains("drover") || line.contains("iPXE") || line.starts_with("http://") {
+            if show(line) {
                 println!(
                     "[{:5.1}s] {}",
                     started.elapsed().as_secs_f64(),
@@ -63,7 +89,7 @@ fn main() -> Result<()> {
         }
         shown = lines.len();
         if vm.proc().try_wait()?.is_some() {
-            break;
+            return Ok(());
         }
         if started.elapsed() > TIMEOUT {
             bail!(
@@ -74,12 +100,6 @@ fn main() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    println!(
-        "demo: the VM powered itself off after {:.1}s; full console log: {}",
-        started.elapsed().as_secs_f64(),
-        vm.console_log_path().display()
-    );
-    Ok(())
 }
 
 /// The line without terminal escape sequences (iPXE colours its banner).
