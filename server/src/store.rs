@@ -17,18 +17,13 @@ use crate::version_order::{newest, sort_versions};
 pub const STAGING_DIR: &str = ".staging";
 
 /// What a name or version may be, for messages.
-pub const COMPONENT_ACCEPTED: &str = "1 to 128 of A-Z a-z 0-9 . _ - (and not . or ..)";
+pub use drover_agent::image::COMPONENT_ACCEPTED;
 
 /// Check a name or version as one path component: `[A-Za-z0-9._-]{1,128}`,
 /// not `.` or `..` (the manifest's own rule). `what` names it in the
 /// message (`image name`, `version`).
 pub fn check_component(what: &str, s: &str) -> Result<(), String> {
-    let ok = (1..=128).contains(&s.len())
-        && s != "."
-        && s != ".."
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if drover_agent::image::is_component(s) {
         Ok(())
     } else {
         Err(format!("{what} {s:?} is not {COMPONENT_ACCEPTED}"))

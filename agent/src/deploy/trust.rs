@@ -32,13 +32,10 @@ pub fn resolve_version(client: &Client, image: &ImageRef) -> Result<String> {
     let body = client.get(&format!("/images/{}/latest", image.name), 256)?;
     let v = String::from_utf8_lossy(&body).trim().to_string();
     ensure!(
-        !v.is_empty()
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            && v != "."
-            && v != "..",
-        "server named {v:?} as the newest version of {}: not a version",
-        image.name
+        crate::image::is_component(&v),
+        "server named {v:?} as the newest version of {}: not a version ({})",
+        image.name,
+        crate::image::COMPONENT_ACCEPTED
     );
     Ok(v)
 }

@@ -42,6 +42,8 @@ mod keyfile;
 mod tar_count;
 mod validate;
 
+pub use validate::{is_component, COMPONENT_ACCEPTED};
+
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]

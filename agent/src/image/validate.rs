@@ -32,17 +32,25 @@ pub(crate) fn manifest(m: &Manifest) -> Result {
     boot(m)
 }
 
-/// `[A-Za-z0-9._-]{1,128}`, not `.`/`..`: one safe path component.
-pub(crate) fn ident(what: &str, s: &str) -> Result {
-    let ok = (1..=128).contains(&s.len())
+/// What [`is_component`] accepts, for messages.
+pub const COMPONENT_ACCEPTED: &str = "1 to 128 of A-Z a-z 0-9 . _ - (and not . or ..)";
+
+/// `[A-Za-z0-9._-]{1,128}`, not `.`/`..`: one safe path component, the
+/// rule for image names and versions on both ends (store paths, URLs).
+pub fn is_component(s: &str) -> bool {
+    (1..=128).contains(&s.len())
         && s != "."
         && s != ".."
         && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// [`is_component`], as a validation error naming `what`.
+pub(crate) fn ident(what: &str, s: &str) -> Result {
+    if is_component(s) {
         Ok(())
     } else {
-        let msg = format!("{s:?} is not 1 to 128 of A-Z a-z 0-9 . _ - (and not . or ..)");
+        let msg = format!("{s:?} is not {COMPONENT_ACCEPTED}");
         Err(invalid(what, msg))
     }
 }
