@@ -21,6 +21,7 @@ use anyhow::{bail, Context as _, Result};
 
 pub mod artifacts;
 pub mod dnsmasq;
+pub mod lab;
 pub mod netns;
 pub mod procs;
 pub mod qemu;

@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use drover_qemu_tests::artifacts::{self, Artifacts};
-use drover_qemu_tests::dnsmasq::{Dnsmasq, DnsmasqOptions};
-use drover_qemu_tests::netns::{Netns, Subnet};
+use drover_qemu_tests::lab::PxeLab;
 use drover_qemu_tests::qemu::{Firmware, Nic, Vm, VmBuilder};
-use drover_qemu_tests::server::{Server, ServerConfig};
+use drover_qemu_tests::server::ServerConfig;
 use drover_qemu_tests::{Need, TestEnv};
 use regex::Regex;
 
@@ -170,22 +169,16 @@ fn pxe_boot(name: &str, firmware: Firmware, nic: Nic, mac: &str) -> Result<()> {
     };
     let art = Artifacts::locate()?;
     let bin = artifacts::server_bin()?;
-    let subnet = Subnet::default();
-    let ns = Netns::create("drover-qt", subnet)?;
-    ns.add_tap("tap0")?;
-    let config = ServerConfig::new(&ns, &art.kernel, &art.initrd).deploy("on_error", "poweroff");
-    let server = Server::start(env.procs(), &ns, &bin, config.clone())?;
-    let dnsmasq = Dnsmasq::start(
-        env.procs(),
-        &ns,
-        &DnsmasqOptions::chain_to(config.chain_url()),
-    )?;
-    let vm = VmBuilder::new("vm")
+    let lab = PxeLab::start(env.procs(), &bin, |ns| {
+        ServerConfig::new(ns, &art.kernel, &art.initrd).deploy("on_error", "poweroff")
+    })?;
+    let (config, server, dnsmasq, subnet) =
+        (&lab.config, &lab.server, &lab.dnsmasq, lab.ns.subnet());
+    let vm = lab
+        .vm("vm")
         .firmware(firmware)
         .nic(nic)
         .mac(mac)
-        .tap(&ns, "tap0")
-        .netboot()
         .spawn(env.procs())?;
 
     // iPXE ran the server's script: its `echo` reaches the serial console
@@ -221,11 +214,9 @@ fn pxe_boot(name: &str, firmware: Firmware, nic: Nic, mac: &str) -> Result<()> {
     ensure!(slog.contains("GET /files/vmlinuz -> 200"), "{slog}");
     ensure!(slog.contains("GET /files/initrd.img -> 200"), "{slog}");
 
-    let ns_name = ns.name().to_owned();
+    let ns_name = lab.ns.name().to_owned();
     drop(vm);
-    drop(dnsmasq);
-    drop(server);
-    drop(ns);
+    drop(lab);
     env.assert_clean(&[&ns_name])
 }
 

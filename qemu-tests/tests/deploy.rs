@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use drover_qemu_tests::artifacts::{self, Artifacts};
-use drover_qemu_tests::dnsmasq::{Dnsmasq, DnsmasqOptions};
-use drover_qemu_tests::netns::{Netns, Subnet};
+use drover_qemu_tests::lab::PxeLab;
 use drover_qemu_tests::qemu::{DiskBus, Firmware, Nic, VmBuilder};
-use drover_qemu_tests::server::{Server, ServerConfig};
+use drover_qemu_tests::server::ServerConfig;
 use drover_qemu_tests::testos::{run, store};
 use drover_qemu_tests::{Need, TestEnv};
 
@@ -43,23 +42,16 @@ fn deploy_and_boot(
         .arg(&disk)
         .arg("1G"))?;
 
-    let ns = Netns::create("drover-dt", Subnet::default())?;
-    ns.add_tap("tap0")?;
-    let config = ServerConfig::new(&ns, &art.kernel, &art.initrd)
-        .store(&store)
-        .deploy("on_error", "poweroff");
-    let server = Server::start(env.procs(), &ns, &bin, config.clone())?;
-    let dnsmasq = Dnsmasq::start(
-        env.procs(),
-        &ns,
-        &DnsmasqOptions::chain_to(config.chain_url()),
-    )?;
-    let vm = VmBuilder::new("deploy")
+    let lab = PxeLab::start(env.procs(), &bin, |ns| {
+        ServerConfig::new(ns, &art.kernel, &art.initrd)
+            .store(&store)
+            .deploy("on_error", "poweroff")
+    })?;
+    let vm = lab
+        .vm("deploy")
         .firmware(firmware)
         .nic(nic)
         .mac(mac)
-        .tap(&ns, "tap0")
-        .netboot()
         .disk(&disk)
         .disk_bus(bus)
         .spawn(env.procs())?;
@@ -75,16 +67,14 @@ fn deploy_and_boot(
     vm.wait_for_line("drover: deploy finished: rebooting", TIMEOUT)?;
     vm.wait_exit(TIMEOUT)?;
     let deployed_at = vm.elapsed();
-    let slog = server.log();
+    let slog = lab.server.log();
     ensure!(
         slog.contains("/images/demo/1.0/payload -> 206"),
         "no ranged payload fetch:\n{slog}"
     );
-    let ns_name = ns.name().to_owned();
+    let ns_name = lab.ns.name().to_owned();
     drop(vm);
-    drop(dnsmasq);
-    drop(server);
-    drop(ns);
+    drop(lab);
 
     // The disk, inspected from outside: a sound GPT and a clean ext4.
     let raw = env.dir().join("disk.raw");

@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use drover_qemu_tests::artifacts::{self, Artifacts};
-use drover_qemu_tests::dnsmasq::{Dnsmasq, DnsmasqOptions};
-use drover_qemu_tests::netns::{Netns, Subnet};
-use drover_qemu_tests::qemu::{Firmware, Nic, VmBuilder};
-use drover_qemu_tests::server::{Server, ServerConfig};
+use drover_qemu_tests::lab::PxeLab;
+use drover_qemu_tests::qemu::{Firmware, Nic};
+use drover_qemu_tests::server::ServerConfig;
 use drover_qemu_tests::{Need, TestEnv};
 
 const TIMEOUT: Duration = Duration::from_secs(240);
@@ -56,21 +55,14 @@ fn pxe_host_kernel(name: &str, firmware: Firmware, nic: Nic, mac: &str) -> Resul
     };
     let art = host_kernel(&env.dir().join("artifacts"))?;
     let bin = artifacts::server_bin()?;
-    let ns = Netns::create("drover-qt", Subnet::default())?;
-    ns.add_tap("tap0")?;
-    let config = ServerConfig::new(&ns, &art.kernel, &art.initrd);
-    let server = Server::start(env.procs(), &ns, &bin, config.clone())?;
-    let dnsmasq = Dnsmasq::start(
-        env.procs(),
-        &ns,
-        &DnsmasqOptions::chain_to(config.chain_url()),
-    )?;
-    let vm = VmBuilder::new("vm")
+    let lab = PxeLab::start(env.procs(), &bin, |ns| {
+        ServerConfig::new(ns, &art.kernel, &art.initrd)
+    })?;
+    let vm = lab
+        .vm("vm")
         .firmware(firmware)
         .nic(nic)
         .mac(mac)
-        .tap(&ns, "tap0")
-        .netboot()
         .spawn(env.procs())?;
 
     vm.wait_for_line(format!("drover: deploying {mac} (image demo)"), TIMEOUT)?;
@@ -84,20 +76,18 @@ fn pxe_host_kernel(name: &str, firmware: Firmware, nic: Nic, mac: &str) -> Resul
         vm.elapsed().as_secs_f64()
     );
 
-    let log = server.log();
+    let log = lab.server.log();
     ensure!(log.contains("GET /files/vmlinuz -> 200"), "{log}");
     ensure!(log.contains("GET /files/initrd.img -> 200"), "{log}");
     ensure!(
-        dnsmasq.log().contains("drover.ipxe to 10.77.0."),
+        lab.dnsmasq.log().contains("drover.ipxe to 10.77.0."),
         "{}",
-        dnsmasq.log()
+        lab.dnsmasq.log()
     );
 
-    let ns_name = ns.name().to_owned();
+    let ns_name = lab.ns.name().to_owned();
     drop(vm);
-    drop(dnsmasq);
-    drop(server);
-    drop(ns);
+    drop(lab);
     env.assert_clean(&[&ns_name])
 }
 

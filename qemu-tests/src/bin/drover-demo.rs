@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use drover_qemu_tests::artifacts::{self, Artifacts};
-use drover_qemu_tests::dnsmasq::{Dnsmasq, DnsmasqOptions};
-use drover_qemu_tests::netns::{Netns, Subnet};
+use drover_qemu_tests::lab::PxeLab;
 use drover_qemu_tests::qemu::{Firmware, Nic, Vm, VmBuilder};
-use drover_qemu_tests::server::{Server, ServerConfig};
+use drover_qemu_tests::server::ServerConfig;
 use drover_qemu_tests::{testos, Need, TestEnv};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -35,28 +34,21 @@ fn main() -> Result<()> {
             .arg(&disk)
             .arg("1G"),
     )?;
-    let ns = Netns::create("drover-demo", Subnet::default())?;
-    ns.add_tap("tap0")?;
-    let config = ServerConfig::new(&ns, &art.kernel, &art.initrd)
-        .store(&store)
-        .deploy("on_error", "poweroff");
-    let _server = Server::start(env.procs(), &ns, &bin, config.clone())?;
-    let _dnsmasq = Dnsmasq::start(
-        env.procs(),
-        &ns,
-        &DnsmasqOptions::chain_to(config.chain_url()),
-    )?;
+    let lab = PxeLab::start(env.procs(), &bin, |ns| {
+        ServerConfig::new(ns, &art.kernel, &art.initrd)
+            .store(&store)
+            .deploy("on_error", "poweroff")
+    })?;
     println!(
         "demo: namespace {}, dnsmasq (DHCP+TFTP) and drover-server at {}; PXE-booting a VM with a blank 1 GiB disk (SeaBIOS, virtio-net) under TCG…",
-        ns.name(),
-        config.public_url
+        lab.ns.name(),
+        lab.config.public_url
     );
-    let vm = VmBuilder::new("deploy")
+    let vm = lab
+        .vm("deploy")
         .firmware(Firmware::Bios)
         .nic(Nic::VirtioNet)
         .mac("52:54:00:de:00:01")
-        .tap(&ns, "tap0")
-        .netboot()
         .disk(&disk)
         .spawn(env.procs())?;
     follow(&vm, |l| {
