@@ -1,7 +1,9 @@
 //! Boot entries: what a node's firmware runs after DHCP.
 //!
 //! Pure: the HTTP layer parses the MAC from the request path and hands us
-//! the options; we return the iPXE script text.
+//! the options; we return the iPXE script or the PXELINUX config text. Both
+//! boot the same kernel and initrd with the same command line
+//! ([`DeployEntry::kernel_cmdline`]).
 //!
 //! The script fetches kernel and initrd from this server and boots them with
 //! the `deploy.*` options rendered by `kernel_cmdline::render`, the same crate
@@ -74,6 +76,46 @@ impl DeployEntry {
              initrd --name {INITRD_NAME} {url}/files/{INITRD_NAME}\n\
              boot\n",
             mac = self.mac,
+        )
+    }
+}
+
+/// What PXELINUX asks for that drover answers, for messages.
+pub const PXELINUX_NAME_FORM: &str =
+    "01-<mac> (ARP type 01, then the MAC with dashes, e.g. 01-52-54-00-12-34-01)";
+
+/// The MAC in a PXELINUX per-MAC config name: `01-aa-bb-cc-dd-ee-ff` (ARP
+/// type 01 for Ethernet, then the MAC with dashes; PXELINUX writes it in
+/// lower case, either case is accepted). `None` for PXELINUX's other names
+/// (the UUID, the IP address in hex and its prefixes, `default`): drover
+/// only answers per MAC, so PXELINUX moves on to its next name.
+pub fn mac_from_pxelinux_name(name: &str) -> Option<MacAddr> {
+    let mac = name.strip_prefix("01-")?;
+    // Exactly PXELINUX's form: the MAC parser also takes colons.
+    if mac.len() != 17 || mac.contains(':') {
+        return None;
+    }
+    mac.parse().ok()
+}
+
+impl DeployEntry {
+    /// The PXELINUX config (`pxelinux.cfg/01-<mac>`) for this entry: one
+    /// label, booted at once. `lpxelinux.0` fetches `http://` URLs itself.
+    /// `INITRD` makes PXELINUX load the initrd; the command line is the
+    /// iPXE entry's, `BOOTIF` included (so no `IPAPPEND 2`, which would add
+    /// a second `BOOTIF=`).
+    pub fn pxelinux_config(&self) -> String {
+        let url = &self.public_url;
+        format!(
+            "# drover: deploying {mac} (image {image})\n\
+             DEFAULT drover\n\
+             LABEL drover\n\
+             \x20 KERNEL {url}/files/vmlinuz\n\
+             \x20 INITRD {url}/files/{INITRD_NAME}\n\
+             \x20 APPEND {cmdline}\n",
+            mac = self.mac,
+            image = self.options.image,
+            cmdline = self.kernel_cmdline(),
         )
     }
 }
@@ -176,6 +218,69 @@ kernel_args = "{kernel_args}"
         let parsed = kernel_cmdline::parse(&cmdline).unwrap();
         assert_eq!(parsed, entry.options);
         assert_eq!(parsed.bootif, Some(MAC));
+    }
+
+    #[test]
+    fn pxelinux_config_shape_and_same_cmdline_as_ipxe() {
+        let entry = DeployEntry::for_mac(
+            &config("image = \"demo\"\non_error = \"poweroff\"", "console=ttyS0"),
+            MAC,
+        );
+        let cfg = entry.pxelinux_config();
+        let lines: Vec<&str> = cfg.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "# drover: deploying 52:54:00:12:34:01 (image demo)",
+                "DEFAULT drover",
+                "LABEL drover",
+                "  KERNEL http://10.77.0.1:8080/files/vmlinuz",
+                "  INITRD http://10.77.0.1:8080/files/initrd.img",
+                &format!("  APPEND {}", entry.kernel_cmdline()),
+            ],
+            "{cfg}"
+        );
+        assert!(cfg.ends_with('\n'));
+        // The iPXE kernel line is `kernel URL initrd=NAME <the same cmdline>`.
+        let script = entry.ipxe_script();
+        let ipxe_kernel = script.lines().nth(2).unwrap();
+        let append = lines[5].strip_prefix("  APPEND ").unwrap();
+        assert_eq!(
+            ipxe_kernel,
+            format!("kernel http://10.77.0.1:8080/files/vmlinuz initrd=initrd.img {append}")
+        );
+        let words: Vec<&str> = append.split(' ').collect();
+        assert!(words.contains(&"BOOTIF=01-52-54-00-12-34-01"), "{append}");
+        assert!(words.contains(&"deploy.on-error=poweroff"), "{append}");
+        assert_eq!(words.last(), Some(&"console=ttyS0"), "{append}");
+        // What the agent sees: PXELINUX adds `initrd=` for INITRD.
+        let cmdline = format!("vmlinuz initrd=http://x/files/initrd.img {append}");
+        assert_eq!(kernel_cmdline::parse(&cmdline).unwrap(), entry.options);
+    }
+
+    #[test]
+    fn pxelinux_names() {
+        assert_eq!(mac_from_pxelinux_name("01-52-54-00-12-34-01"), Some(MAC));
+        assert_eq!(
+            mac_from_pxelinux_name("01-AA-bb-CC-dd-EE-ff"),
+            Some(MacAddr([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]))
+        );
+        for other in [
+            "default",
+            "0A4D0001",
+            "0A4D",
+            "0",
+            "01-",
+            "01-52:54:00:12:34:01",
+            "52-54-00-12-34-01",
+            "06-52-54-00-12-34-01",
+            "01-52-54-00-12-34",
+            "01-52-54-00-12-34-01-02",
+            "01-52-54-00-12-34-zz",
+            "b8945908-d6a6-41a9-611d-74a6ab80b83d",
+        ] {
+            assert_eq!(mac_from_pxelinux_name(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! drover-server serve --config FILE
+//! drover-server dnsmasq-config --config FILE [--interface IF]
+//!                              [--dhcp-range START,END[,MASK]] [--proxy SUBNET] [--tftp-root DIR]
 //! drover-server key generate --out DIR [--force]
 //! drover-server image import --store DIR --name NAME --version VERSION --key FILE
 //!                            [--chunk-size SIZE] [--level N] [--bios-boot-code FILE]
@@ -20,6 +22,7 @@ use drover_agent::image::{sign, BuildOptions};
 use kernel_cmdline::ImageRef;
 
 use crate::config::Config;
+use crate::dnsmasq::{DhcpMode, DhcpRange, DnsmasqSettings};
 use crate::image_report::{import_summary, list_report, read_manifest, show_report};
 use crate::image_verify::verify_dir;
 use crate::import::{import, ImportRequest};
@@ -38,6 +41,7 @@ pub struct Args {
 #[argh(subcommand)]
 pub enum Command {
     Serve(ServeArgs),
+    DnsmasqConfig(DnsmasqConfigArgs),
     Key(KeyArgs),
     Image(ImageArgs),
 }
@@ -49,6 +53,50 @@ pub struct ServeArgs {
     /// the TOML config file
     #[argh(option)]
     pub config: PathBuf,
+}
+
+/// Print a dnsmasq configuration (DHCP or proxy DHCP, TFTP) that chainloads iPXE and sends it to this server's boot entries.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "dnsmasq-config",
+    example = "{command_name} --config /etc/drover/server.toml --interface eth1 --dhcp-range 10.77.0.100,10.77.0.199 > /etc/dnsmasq.d/drover.conf",
+    example = "{command_name} --config /etc/drover/server.toml --proxy 10.0.0.0 > /etc/dnsmasq.d/drover.conf",
+    note = "Exactly one of --dhcp-range (dnsmasq leases the addresses) and --proxy (the site's own DHCP
+server leases them; dnsmasq only adds boot information). BIOS clients get undionly.kpxe, x86-64
+UEFI clients ipxe.efi over TFTP (Debian: apt install ipxe); iPXE then fetches
+PUBLIC_URL/boot/${{net0/mac}}.ipxe, PUBLIC_URL being the config's public_url."
+)]
+pub struct DnsmasqConfigArgs {
+    /// the server's TOML config file (for public_url)
+    #[argh(option)]
+    pub config: PathBuf,
+    /// answer DHCP and TFTP on this interface only (default: all)
+    #[argh(option, from_str_fn(parse_interface))]
+    pub interface: Option<String>,
+    /// lease addresses START to END (netmask MASK): dnsmasq is the DHCP server
+    #[argh(option, from_str_fn(parse_dhcp_range))]
+    pub dhcp_range: Option<DhcpRange>,
+    /// proxy DHCP on the subnet with this network address (e.g. 10.0.0.0): the site has its own DHCP server
+    #[argh(option, from_str_fn(parse_proxy_subnet))]
+    pub proxy: Option<std::net::Ipv4Addr>,
+    /// TFTP root holding undionly.kpxe and ipxe.efi (default /usr/lib/ipxe)
+    #[argh(option, from_str_fn(parse_tftp_root))]
+    pub tftp_root: Option<PathBuf>,
+}
+
+// argh's `from_str_fn` wants plain fns of `&str`.
+fn parse_interface(text: &str) -> Result<String, String> {
+    crate::dnsmasq::parse_interface(text)
+}
+fn parse_dhcp_range(text: &str) -> Result<DhcpRange, String> {
+    crate::dnsmasq::parse_dhcp_range(text)
+}
+fn parse_proxy_subnet(text: &str) -> Result<std::net::Ipv4Addr, String> {
+    crate::dnsmasq::parse_proxy_subnet(text)
+}
+fn parse_tftp_root(text: &str) -> Result<PathBuf, String> {
+    crate::dnsmasq::parse_tftp_root(text)
 }
 
 /// Image signing keys.
@@ -225,6 +273,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .context("starting the async runtime")?
                 .block_on(crate::http::serve(config))
         }
+        Command::DnsmasqConfig(a) => {
+            // Mode first: a usage mistake is reported before the config is read.
+            let mode = DhcpMode::from_flags(a.dhcp_range, a.proxy).map_err(anyhow::Error::msg)?;
+            let config = Config::load(&a.config)?;
+            print!(
+                "{}",
+                crate::dnsmasq::render(&DnsmasqSettings {
+                    public_url: config.public_url,
+                    mode,
+                    interface: a.interface,
+                    tftp_root: a
+                        .tftp_root
+                        .unwrap_or_else(|| crate::dnsmasq::DEFAULT_TFTP_ROOT.into()),
+                })
+            );
+            Ok(())
+        }
         Command::Key(KeyArgs {
             command: KeyCommand::Generate(a),
         }) => {
@@ -294,6 +359,87 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Args, String> {
         Args::from_args(&["drover-server"], args).map_err(|e| e.output)
+    }
+
+    #[test]
+    fn dnsmasq_config_flags() {
+        let args = parse(&[
+            "dnsmasq-config",
+            "--config",
+            "s.toml",
+            "--interface",
+            "eth1",
+            "--dhcp-range",
+            "10.0.0.5,10.0.0.9,255.255.255.0",
+            "--tftp-root",
+            "/srv/tftp",
+        ])
+        .unwrap();
+        let Command::DnsmasqConfig(a) = args.command else {
+            panic!("not dnsmasq-config");
+        };
+        assert_eq!(a.config, PathBuf::from("s.toml"));
+        assert_eq!(a.interface.as_deref(), Some("eth1"));
+        assert_eq!(
+            a.dhcp_range.map(|r| (
+                r.start.to_string(),
+                r.end.to_string(),
+                r.mask.map(|m| m.to_string())
+            )),
+            Some((
+                "10.0.0.5".into(),
+                "10.0.0.9".into(),
+                Some("255.255.255.0".into())
+            ))
+        );
+        assert_eq!(a.proxy, None);
+        assert_eq!(a.tftp_root, Some(PathBuf::from("/srv/tftp")));
+
+        let args = parse(&[
+            "dnsmasq-config",
+            "--config",
+            "s.toml",
+            "--proxy",
+            "10.0.0.0",
+        ])
+        .unwrap();
+        let Command::DnsmasqConfig(a) = args.command else {
+            panic!("not dnsmasq-config");
+        };
+        assert_eq!(a.proxy, Some(std::net::Ipv4Addr::new(10, 0, 0, 0)));
+        assert_eq!((a.dhcp_range, a.interface, a.tftp_root), (None, None, None));
+
+        let e = parse(&[
+            "dnsmasq-config",
+            "--config",
+            "s",
+            "--dhcp-range",
+            "10.0.0.9,10.0.0.5",
+        ])
+        .unwrap_err();
+        assert!(
+            e.contains(
+                "'--dhcp-range' with value '10.0.0.9,10.0.0.5': START 10.0.0.9 is after END"
+            ),
+            "{e}"
+        );
+        let e = parse(&["dnsmasq-config", "--config", "s", "--proxy", "10.0.0.0/8"]).unwrap_err();
+        assert!(e.contains("accepted: the subnet's network address"), "{e}");
+    }
+
+    #[test]
+    fn dnsmasq_config_needs_one_mode_before_reading_the_config() {
+        let run_with = |extra: &[&str]| {
+            let mut v = vec!["dnsmasq-config", "--config", "/nonexistent/server.toml"];
+            v.extend(extra);
+            run(parse(&v).unwrap()).unwrap_err().to_string()
+        };
+        let e = run_with(&[]);
+        assert!(e.contains("one of --dhcp-range"), "{e}");
+        let e = run_with(&["--proxy", "10.0.0.0", "--dhcp-range", "10.0.0.5,10.0.0.9"]);
+        assert!(e.contains("exclude each other"), "{e}");
+        let e = run_with(&["--proxy", "10.0.0.0"]);
+        assert!(e.contains("/nonexistent/server.toml: cannot read"), "{e}");
     }
 
     #[test]

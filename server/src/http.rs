@@ -1,6 +1,8 @@
 //! HTTP routes.
 //!
 //! - `GET /boot/{mac}.ipxe`: the node's iPXE script ([`crate::boot`]).
+//! - `GET /pxelinux.cfg/01-{mac}`: the same entry as a PXELINUX config, for
+//!   sites booting `lpxelinux.0`; PXELINUX's other names are 404.
 //! - `GET /files/vmlinuz`, `GET /files/initrd.img`: the deploy kernel and
 //!   initrd (HEAD, Range and Content-Length via tower-http's `ServeFile`).
 //! - `GET /images/{name}/{version}/{manifest.json,manifest.sig,payload}`
@@ -44,6 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         // One path segment: axum's matcher has no `{mac}.ipxe` suffix
         // patterns, so the handler strips the extension itself.
         .route("/boot/{file}", get(boot_script))
+        .route("/pxelinux.cfg/{name}", get(pxelinux_config))
         .route_service("/files/vmlinuz", kernel)
         .route_service(&format!("/files/{}", boot::INITRD_NAME), initrd)
         .merge(crate::image_routes::routes())
@@ -70,6 +73,27 @@ async fn boot_script(State(state): State<Arc<AppState>>, Path(file): Path<String
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         entry.ipxe_script(),
+    )
+        .into_response()
+}
+
+/// `GET /pxelinux.cfg/{name}`. PXELINUX tries its UUID, `01-<mac>`, its IP
+/// address in hex (shortened a digit at a time) and `default`, in that
+/// order, taking the first that exists: every name but `01-<mac>` is 404 so
+/// it gets to the per-MAC one, and a node never boots a catch-all entry.
+async fn pxelinux_config(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    let Some(mac) = boot::mac_from_pxelinux_name(&name) else {
+        let msg = format!(
+            "no PXELINUX config {name:?}: drover answers only per-MAC names {}\n",
+            boot::PXELINUX_NAME_FORM
+        );
+        return (StatusCode::NOT_FOUND, msg).into_response();
+    };
+    let entry = DeployEntry::for_mac(&state.config, mac);
+    log::info!("PXELINUX entry for {mac}: image {}", entry.options.image);
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        entry.pxelinux_config(),
     )
         .into_response()
 }
@@ -222,6 +246,52 @@ on_error = "poweroff"
         }
         let (status, _, _) = request(&f.app, Method::GET, "/boot/52:54:00:12:34:01.cfg").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn pxelinux_config_per_mac() {
+        let f = fixture();
+        let (status, body, _) =
+            request(&f.app, Method::GET, "/pxelinux.cfg/01-52-54-00-12-34-01").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("\nDEFAULT drover\nLABEL drover\n"), "{body}");
+        assert!(
+            body.contains("\n  KERNEL http://10.77.0.1:8080/files/vmlinuz\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("\n  INITRD http://10.77.0.1:8080/files/initrd.img\n"),
+            "{body}"
+        );
+        let append = body
+            .lines()
+            .find_map(|l| l.strip_prefix("  APPEND "))
+            .unwrap();
+        assert!(append.contains("BOOTIF=01-52-54-00-12-34-01 "), "{append}");
+        assert!(append.contains("deploy.on-error=poweroff"), "{append}");
+        assert!(append.ends_with(" console=ttyS0"), "{append}");
+        // The same command line as the iPXE entry.
+        let (_, script, _) = request(&f.app, Method::GET, "/boot/52:54:00:12:34:01.ipxe").await;
+        assert!(
+            script.contains(&format!("initrd=initrd.img {append}\n")),
+            "{script}"
+        );
+    }
+
+    #[tokio::test]
+    async fn pxelinux_other_names_are_404_with_reason() {
+        let f = fixture();
+        for name in ["default", "0A4D0001", "0A4D", "01-52-54-00-12-34", "01-zz"] {
+            let (status, body, _) =
+                request(&f.app, Method::GET, &format!("/pxelinux.cfg/{name}")).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{name}");
+            assert!(
+                body.starts_with(&format!(
+                    "no PXELINUX config {name:?}: drover answers only per-MAC names 01-<mac>"
+                )),
+                "{body}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod content_reader;
 pub mod dir_tar;
+pub mod dnsmasq;
 pub mod http;
 pub mod image_report;
 pub mod image_routes;
