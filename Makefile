@@ -73,3 +73,10 @@ test: lint unit qemu-test
 
 clean:
 	$(CARGO) clean
+
+# Single-node benchmark: import, and the agent's fetch → verify → inflate →
+# write pipeline over loopback, beside cat/dd/curl baselines in the same run.
+.PHONY: bench-single
+bench-single:
+	$(CARGO) build --release -p drover-server -p drover-agent
+	bash bench/single.sh
