@@ -167,3 +167,133 @@ fn deploy_uefi_virtio_net_virtio_blk() -> Result<()> {
         "52:54:00:d0:00:04",
     )
 }
+
+/// A failed deploy, seen on the console: the agent names the problem,
+/// powers off as `deploy.on-error` says, and leaves no bootable table.
+fn deploy_fails(
+    name: &str,
+    store: &std::path::Path,
+    disk_size: &str,
+    expect: &str,
+) -> Result<Vec<u8>> {
+    let Some(env) = TestEnv::start(name, &[Need::Qemu, Need::Netboot])? else {
+        return Ok(Vec::new());
+    };
+    let art = Artifacts::locate()?;
+    let bin = artifacts::server_bin()?;
+    let disk = env.dir().join("disk.qcow2");
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg(disk_size))?;
+    let lab = PxeLab::start(env.procs(), &bin, |ns| {
+        ServerConfig::new(ns, &art.kernel, &art.initrd)
+            .store(store)
+            .deploy("on_error", "poweroff")
+    })?;
+    let vm = lab
+        .vm("deploy")
+        .mac("52:54:00:d0:00:10")
+        .disk(&disk)
+        .spawn(env.procs())?;
+    let err = vm.wait_for_line("drover: error: ", TIMEOUT)?;
+    ensure!(err.contains(expect), "expected {expect:?} in {err}");
+    vm.wait_for_line("drover: on-error=poweroff: powering off", TIMEOUT)?;
+    vm.wait_exit(TIMEOUT)?;
+    let ns_name = lab.ns.name().to_owned();
+    drop(vm);
+    drop(lab);
+    // The first MiB of the disk as the VM left it.
+    let raw = env.dir().join("disk.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(&disk)
+        .arg(&raw))?;
+    let mut head = std::fs::read(&raw)?;
+    head.truncate(1 << 20);
+    std::fs::remove_file(&raw)?;
+    env.assert_clean(&[&ns_name])?;
+    Ok(head)
+}
+
+/// A copy of the good store, for tampering.
+fn store_copy(art: &Artifacts, name: &str) -> Result<std::path::PathBuf> {
+    let good = store(art)?;
+    let copy = artifacts::target_dir()
+        .join("qemu-tests")
+        .join(name)
+        .join("store");
+    let _ = std::fs::remove_dir_all(&copy);
+    std::fs::create_dir_all(copy.join("demo"))?;
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(good.join("demo/1.0"))
+        .arg(copy.join("demo/1.0")))?;
+    Ok(copy)
+}
+
+#[test]
+fn deploy_corrupted_payload_is_refused() -> Result<()> {
+    let art = Artifacts::locate()?;
+    let store = store_copy(&art, "corrupted-store")?;
+    // The last byte of the payload: inside the root tar's last chunk, so the
+    // ESP is already written when the bad chunk arrives.
+    let payload = store.join("demo/1.0/payload");
+    let mut p = std::fs::read(&payload)?;
+    let last = p.len() - 1;
+    p[last] ^= 0xff;
+    std::fs::write(&payload, p)?;
+    let head = deploy_fails(
+        "deploy_corrupted_payload_is_refused",
+        &store,
+        "1G",
+        "SHA-256",
+    )?;
+    // Written partitions are left, but the partition table is wiped.
+    ensure!(
+        head.iter().all(|&b| b == 0),
+        "the partition table of a failed deploy was not wiped"
+    );
+    Ok(())
+}
+
+#[test]
+fn deploy_wrong_signature_is_refused() -> Result<()> {
+    let art = Artifacts::locate()?;
+    let store = store_copy(&art, "wrong-key-store")?;
+    let manifest = std::fs::read(store.join("demo/1.0/manifest.json"))?;
+    let other = std::fs::read(store.join("demo/1.0/manifest.sig"))?;
+    ensure!(
+        manifest.len() > 64 && other.len() == 64,
+        "unexpected image files"
+    );
+    // A signature of the right length that is not the trusted key's.
+    let mut sig = other;
+    sig[0] ^= 1;
+    std::fs::write(store.join("demo/1.0/manifest.sig"), sig)?;
+    let head = deploy_fails(
+        "deploy_wrong_signature_is_refused",
+        &store,
+        "1G",
+        "does not match the trusted key",
+    )?;
+    ensure!(
+        head.iter().all(|&b| b == 0),
+        "the disk was written although the signature was refused"
+    );
+    Ok(())
+}
+
+#[test]
+fn deploy_disk_too_small_is_refused() -> Result<()> {
+    let art = Artifacts::locate()?;
+    let store = store(&art)?;
+    let head = deploy_fails(
+        "deploy_disk_too_small_is_refused",
+        &store,
+        "32M",
+        "too small",
+    )?;
+    ensure!(head.iter().all(|&b| b == 0), "a too-small disk was written");
+    Ok(())
+}
