@@ -3,7 +3,7 @@
 //! `make initramfs` baked into the initrd (`<artifacts>/keys`). Built once
 //! per process.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -68,4 +68,22 @@ pub fn store(art: &Artifacts) -> Result<PathBuf> {
         )))?;
     *guard = Some(store.clone());
     Ok(store)
+}
+
+/// A blank qcow2 disk of `size` (qemu-img syntax, e.g. `1G`).
+pub fn blank_disk(path: &Path, size: &str) -> Result<()> {
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(path)
+        .arg(size))?;
+    Ok(())
+}
+
+/// A raw copy of a qcow2 disk, for tools that read raw images.
+pub fn raw_copy(disk: &Path, raw: &Path) -> Result<()> {
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(disk)
+        .arg(raw))?;
+    Ok(())
 }

@@ -14,7 +14,7 @@ use drover_qemu_tests::artifacts::{self, Artifacts};
 use drover_qemu_tests::lab::PxeLab;
 use drover_qemu_tests::qemu::{DiskBus, Firmware, Nic, VmBuilder};
 use drover_qemu_tests::server::ServerConfig;
-use drover_qemu_tests::testos::{run, store};
+use drover_qemu_tests::testos::{blank_disk, raw_copy, run, store};
 use drover_qemu_tests::{Need, TestEnv};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
@@ -37,10 +37,7 @@ fn deploy_and_boot(
     let store = store(&art)?;
     let bin = artifacts::server_bin()?;
     let disk = env.dir().join("disk.qcow2");
-    run(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg("1G"))?;
+    blank_disk(&disk, "1G")?;
 
     let lab = PxeLab::start(env.procs(), &bin, |ns| {
         ServerConfig::new(ns, &art.kernel, &art.initrd)
@@ -78,10 +75,7 @@ fn deploy_and_boot(
 
     // The disk, inspected from outside: a sound GPT and a clean ext4.
     let raw = env.dir().join("disk.raw");
-    run(Command::new("qemu-img")
-        .args(["convert", "-O", "raw"])
-        .arg(&disk)
-        .arg(&raw))?;
+    raw_copy(&disk, &raw)?;
     let v = run(Command::new("sgdisk").arg("-v").arg(&raw))?;
     ensure!(v.contains("No problems found"), "{v}");
     let info = run(Command::new("sgdisk").arg("-i2").arg(&raw))?;
@@ -182,10 +176,7 @@ fn deploy_fails(
     let art = Artifacts::locate()?;
     let bin = artifacts::server_bin()?;
     let disk = env.dir().join("disk.qcow2");
-    run(Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&disk)
-        .arg(disk_size))?;
+    blank_disk(&disk, disk_size)?;
     let lab = PxeLab::start(env.procs(), &bin, |ns| {
         ServerConfig::new(ns, &art.kernel, &art.initrd)
             .store(store)
@@ -205,12 +196,9 @@ fn deploy_fails(
     drop(lab);
     // The first MiB of the disk as the VM left it.
     let raw = env.dir().join("disk.raw");
-    run(Command::new("qemu-img")
-        .args(["convert", "-O", "raw"])
-        .arg(&disk)
-        .arg(&raw))?;
-    let mut head = std::fs::read(&raw)?;
-    head.truncate(1 << 20);
+    raw_copy(&disk, &raw)?;
+    let mut head = vec![0u8; 1 << 20];
+    std::io::Read::read_exact(&mut std::fs::File::open(&raw)?, &mut head)?;
     std::fs::remove_file(&raw)?;
     env.assert_clean(&[&ns_name])?;
     Ok(head)

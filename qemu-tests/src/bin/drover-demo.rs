@@ -7,7 +7,6 @@
 //! The VM deploys the test OS (built and imported as `demo@1.0`) over
 //! HTTP, reboots, and then boots the deployed OS from its disk.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -28,12 +27,7 @@ fn main() -> Result<()> {
     println!("demo: building the test OS and importing it as demo@1.0 (signed)…");
     let store = testos::store(&art)?;
     let disk = env.dir().join("disk.qcow2");
-    testos::run(
-        Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2"])
-            .arg(&disk)
-            .arg("1G"),
-    )?;
+    testos::blank_disk(&disk, "1G")?;
     let lab = PxeLab::start(env.procs(), &bin, |ns| {
         ServerConfig::new(ns, &art.kernel, &art.initrd)
             .store(&store)
