@@ -15,6 +15,7 @@ pub mod kmod;
 pub mod net;
 pub mod power;
 pub mod process;
+pub mod report;
 pub mod run;
 
 /// The agent's version, printed first on the console.
