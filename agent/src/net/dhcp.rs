@@ -22,6 +22,8 @@ pub mod opt {
     pub const SERVER_ID: u8 = 54;
     pub const PARAM_LIST: u8 = 55;
     pub const MAX_SIZE: u8 = 57;
+    pub const RENEWAL_TIME: u8 = 58;
+    pub const REBINDING_TIME: u8 = 59;
     pub const VENDOR_CLASS: u8 = 60;
     pub const CLIENT_ID: u8 = 61;
     pub const END: u8 = 255;
@@ -109,6 +111,11 @@ impl Reply {
             .unwrap_or_default()
     }
 
+    fn secs(&self, code: u8) -> Option<u32> {
+        let b: [u8; 4] = self.option(code)?.get(..4)?.try_into().ok()?;
+        Some(u32::from_be_bytes(b))
+    }
+
     pub fn server_id(&self) -> Option<Ipv4Addr> {
         self.addr(opt::SERVER_ID)
     }
@@ -123,7 +130,12 @@ pub struct Lease {
     pub dns: Vec<Ipv4Addr>,
     pub server: Option<Ipv4Addr>,
     pub next_server: Option<Ipv4Addr>,
+    /// Option 51; `u32::MAX` is an infinite lease.
     pub lease_secs: Option<u32>,
+    /// Options 58 and 59 (T1, T2): when to renew and rebind, in seconds
+    /// from the start of the lease.
+    pub t1_secs: Option<u32>,
+    pub t2_secs: Option<u32>,
     pub hostname: Option<String>,
 }
 
@@ -139,14 +151,37 @@ impl Lease {
             dns: ack.addrs(opt::DNS),
             server: ack.server_id(),
             next_server: (!ack.siaddr.is_unspecified()).then_some(ack.siaddr),
-            lease_secs: ack
-                .option(opt::LEASE_TIME)
-                .and_then(|v| v.get(..4)?.try_into().ok())
-                .map(u32::from_be_bytes),
+            lease_secs: ack.secs(opt::LEASE_TIME),
+            t1_secs: ack.secs(opt::RENEWAL_TIME),
+            t2_secs: ack.secs(opt::REBINDING_TIME),
             hostname: ack
                 .option(opt::HOSTNAME)
                 .map(|v| String::from_utf8_lossy(v).into_owned()),
         }
+    }
+
+    /// The lease an ACK to a renewal (RENEWING or REBINDING) grants: the
+    /// ACK's values, but what it leaves out is kept from `self` rather than
+    /// defaulted (a classful mask or no router would reconfigure the
+    /// interface wrongly in the middle of a deploy).
+    pub fn renewed_by(&self, ack: &Reply) -> Lease {
+        let mut new = Lease::from_ack(ack);
+        if ack.yiaddr.is_unspecified() {
+            new.address = self.address;
+        }
+        if ack.option(opt::SUBNET_MASK).is_none() {
+            new.netmask = self.netmask;
+        }
+        if ack.option(opt::ROUTER).is_none() {
+            new.gateway = self.gateway;
+        }
+        if ack.option(opt::DNS).is_none() {
+            new.dns.clone_from(&self.dns);
+        }
+        new.server = new.server.or(self.server);
+        new.next_server = new.next_server.or(self.next_server);
+        new.hostname = new.hostname.or_else(|| self.hostname.clone());
+        new
     }
 
     pub fn prefix_len(&self) -> u32 {
@@ -163,13 +198,17 @@ fn classful_mask(a: Ipv4Addr) -> Ipv4Addr {
     }
 }
 
-/// A client message: DISCOVER, or REQUEST for an offered address.
+/// A client message: DISCOVER, REQUEST for an offered address
+/// (SELECTING), or REQUEST to extend a lease (RENEWING, REBINDING).
 pub struct Request {
     pub kind: Kind,
     pub xid: u32,
     pub mac: MacAddr,
     pub secs: u16,
-    /// For REQUEST: (offered address, server identifier).
+    /// `ciaddr`: our address while we hold a lease (RENEWING, REBINDING),
+    /// else unspecified.
+    pub ciaddr: Ipv4Addr,
+    /// For REQUEST in SELECTING: (offered address, server identifier).
     pub selecting: Option<(Ipv4Addr, Ipv4Addr)>,
 }
 
@@ -181,9 +220,14 @@ impl Request {
         p[2] = 6; // hardware address length
         p[4..8].copy_from_slice(&self.xid.to_be_bytes());
         p[8..10].copy_from_slice(&self.secs.to_be_bytes());
-        // We have no address yet, so ask for broadcast replies: the kernel
-        // would drop a unicast to an address it does not own.
-        p[10..12].copy_from_slice(&BROADCAST.to_be_bytes());
+        if self.ciaddr.is_unspecified() {
+            // We have no address yet, so ask for broadcast replies: the
+            // kernel would drop a unicast to an address it does not own.
+            p[10..12].copy_from_slice(&BROADCAST.to_be_bytes());
+        } else {
+            // Bound: the server answers unicast to ciaddr (RFC 2131 §4.1).
+            p[12..16].copy_from_slice(&self.ciaddr.octets());
+        }
         p[28..34].copy_from_slice(&self.mac.0);
         p.extend_from_slice(&MAGIC);
         let mut put = |code: u8, val: &[u8]| {
@@ -210,6 +254,8 @@ impl Request {
                 opt::HOSTNAME,
                 opt::LEASE_TIME,
                 opt::SERVER_ID,
+                opt::RENEWAL_TIME,
+                opt::REBINDING_TIME,
             ],
         );
         p.push(opt::END);
@@ -304,6 +350,7 @@ mod tests {
             xid: 7,
             mac: MAC,
             secs: 3,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
             selecting: None,
         }
         .encode();
@@ -324,6 +371,7 @@ mod tests {
             xid: 7,
             mac: MAC,
             secs: 0,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
             selecting: Some((Ipv4Addr::new(10, 0, 2, 15), Ipv4Addr::new(10, 0, 2, 2))),
         }
         .encode();
@@ -347,6 +395,8 @@ mod tests {
                 (opt::DNS, &[10, 0, 2, 3]),
                 (opt::SERVER_ID, &[10, 0, 2, 2]),
                 (opt::LEASE_TIME, &86400u32.to_be_bytes()),
+                (opt::RENEWAL_TIME, &40000u32.to_be_bytes()),
+                (opt::REBINDING_TIME, &70000u32.to_be_bytes()),
                 (opt::HOSTNAME, b"node1"),
             ],
         );
@@ -361,7 +411,87 @@ mod tests {
         assert_eq!(l.dns, [Ipv4Addr::new(10, 0, 2, 3)]);
         assert_eq!(l.server, Some(Ipv4Addr::new(10, 0, 2, 2)));
         assert_eq!(l.lease_secs, Some(86400));
+        assert_eq!((l.t1_secs, l.t2_secs), (Some(40000), Some(70000)));
         assert_eq!(l.hostname.as_deref(), Some("node1"));
+    }
+
+    #[test]
+    fn renewal_ack_keeps_what_it_leaves_out() {
+        let full = Lease::from_ack(
+            &decode(&reply(
+                Kind::Ack,
+                &[
+                    (opt::SUBNET_MASK, &[255, 255, 255, 128]),
+                    (opt::ROUTER, &[10, 0, 2, 2]),
+                    (opt::DNS, &[10, 0, 2, 3]),
+                    (opt::SERVER_ID, &[10, 0, 2, 2]),
+                    (opt::LEASE_TIME, &120u32.to_be_bytes()),
+                ],
+            ))
+            .unwrap(),
+        );
+        // (options of the renewal ACK, what the renewed lease must be)
+        type Options<'a> = Vec<(u8, &'a [u8])>;
+        let table: Vec<(Options, Lease)> = vec![
+            // Only a lease time: all else kept.
+            (
+                vec![(opt::LEASE_TIME, &[0, 0, 2, 88])],
+                Lease {
+                    lease_secs: Some(600),
+                    ..full.clone()
+                },
+            ),
+            // New values win; T1/T2 are the ACK's (none here).
+            (
+                vec![
+                    (opt::SUBNET_MASK, &[255, 255, 0, 0]),
+                    (opt::ROUTER, &[10, 0, 2, 9]),
+                    (opt::SERVER_ID, &[10, 0, 2, 9]),
+                    (opt::LEASE_TIME, &[0, 0, 0, 60]),
+                    (opt::RENEWAL_TIME, &[0, 0, 0, 20]),
+                ],
+                Lease {
+                    netmask: Ipv4Addr::new(255, 255, 0, 0),
+                    gateway: Some(Ipv4Addr::new(10, 0, 2, 9)),
+                    server: Some(Ipv4Addr::new(10, 0, 2, 9)),
+                    lease_secs: Some(60),
+                    t1_secs: Some(20),
+                    ..full.clone()
+                },
+            ),
+        ];
+        for (opts, want) in table {
+            let ack = decode(&reply(Kind::Ack, &opts)).unwrap();
+            assert_eq!(full.renewed_by(&ack), want, "{opts:?}");
+        }
+        // A new address is taken; none (yiaddr 0) keeps ours.
+        let mut b = reply(Kind::Ack, &[]);
+        b[16..20].copy_from_slice(&[10, 0, 2, 16]);
+        let ack = decode(&b).unwrap();
+        assert_eq!(full.renewed_by(&ack).address, Ipv4Addr::new(10, 0, 2, 16));
+        b[16..20].copy_from_slice(&[0; 4]);
+        let ack = decode(&b).unwrap();
+        assert_eq!(full.renewed_by(&ack).address, full.address);
+    }
+
+    #[test]
+    fn bound_requests_carry_ciaddr_and_no_broadcast_flag() {
+        for (ciaddr, flags, ci) in [
+            (Ipv4Addr::UNSPECIFIED, [0x80, 0], [0; 4]),
+            (Ipv4Addr::new(10, 0, 2, 15), [0, 0], [10, 0, 2, 15]),
+        ] {
+            let p = Request {
+                kind: Kind::Request,
+                xid: 7,
+                mac: MAC,
+                secs: 0,
+                ciaddr,
+                selecting: None,
+            }
+            .encode();
+            assert_eq!(&p[10..12], &flags);
+            assert_eq!(&p[12..16], &ci);
+        }
     }
 
     #[test]

@@ -1,5 +1,11 @@
-//! The DHCP exchange (DISCOVER → OFFER → REQUEST → ACK) over a socket, with
-//! retransmission backoff and an overall deadline.
+//! The DHCP exchanges over a socket: obtaining a lease (DISCOVER → OFFER →
+//! REQUEST → ACK, retransmission backoff, an overall deadline) and
+//! extending one (RENEWING/REBINDING REQUEST → ACK or NAK, RFC 2131 §4.4.5).
+//!
+//! One socket serves both: port 68 on the wildcard address, bound to the
+//! interface. Before we have an address it sends and receives broadcasts;
+//! once bound, the kernel gives it our address as the source of unicasts
+//! to the server, and delivers the server's unicast replies to it.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -8,11 +14,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use kernel_cmdline::MacAddr;
 
-use super::dhcp::{self, Kind, Lease, Request};
+use super::dhcp::{self, Kind, Request};
+use super::renew::{Bound, Phase, Timers};
 
 /// Retransmission timeouts (RFC 2131 §4.1 suggests 4 s doubling; a deploy
 /// network is local, so start faster), capped at the last value.
 const BACKOFF: &[u64] = &[1, 2, 4, 8];
+
+/// Where requests go while we have no lease.
+pub const BROADCAST: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
 
 pub struct Client<'a> {
     pub sock: &'a UdpSocket,
@@ -20,24 +30,36 @@ pub struct Client<'a> {
     pub deadline: Instant,
 }
 
+/// How an attempt to extend a lease ended.
+#[derive(Debug)]
+pub enum Extended {
+    /// ACK: the lease as extended (possibly with other values).
+    Acked(Bound),
+    /// NAK from this server: the address is no longer ours.
+    Refused(Ipv4Addr),
+    /// No server answered before the lease ran out.
+    Expired,
+}
+
 impl Client<'_> {
     /// Run the exchange until an ACK or the deadline. A NAK restarts it.
-    pub fn obtain(&self) -> Result<Lease> {
+    pub fn obtain(&self) -> Result<Bound> {
         let started = Instant::now();
         let mut attempt = 0usize;
         let xid = transaction_id(self.mac);
         loop {
             let wait = Duration::from_secs(BACKOFF[attempt.min(BACKOFF.len() - 1)]);
             attempt += 1;
-            let secs = started.elapsed().as_secs().min(u16::MAX as u64) as u16;
-            let xid = xid.wrapping_add(attempt as u32);
-            self.send(&Request {
+            let discover = Request {
                 kind: Kind::Discover,
-                xid,
+                xid: xid.wrapping_add(attempt as u32),
                 mac: self.mac,
-                secs,
+                secs: secs_since(started),
+                ciaddr: Ipv4Addr::UNSPECIFIED,
                 selecting: None,
-            })?;
+            };
+            let xid = discover.xid;
+            self.send(&discover, BROADCAST)?;
             let Some(offer) = self.receive(xid, &[Kind::Offer], wait)? else {
                 self.check_deadline()?;
                 log::debug!("no DHCP offer after {}s, retrying", wait.as_secs());
@@ -45,15 +67,21 @@ impl Client<'_> {
             };
             let server = offer.server_id().unwrap_or(offer.siaddr);
             log::debug!("DHCP offer {} from {server}", offer.yiaddr);
-            self.send(&Request {
+            // Lease times count from the REQUEST (RFC 2131 §4.4.1).
+            let since = Instant::now();
+            let request = Request {
                 kind: Kind::Request,
-                xid,
-                mac: self.mac,
-                secs,
                 selecting: Some((offer.yiaddr, server)),
-            })?;
+                ..discover
+            };
+            self.send(&request, BROADCAST)?;
             match self.receive(xid, &[Kind::Ack, Kind::Nak], wait)? {
-                Some(r) if r.kind == Kind::Ack => return Ok(Lease::from_ack(&r)),
+                Some(r) if r.kind == Kind::Ack => {
+                    return Ok(Bound {
+                        lease: dhcp::Lease::from_ack(&r),
+                        since,
+                    })
+                }
                 Some(_) => log::warn!(
                     "DHCP server {server} refused {} (NAK), starting over",
                     offer.yiaddr
@@ -64,6 +92,63 @@ impl Client<'_> {
         }
     }
 
+    /// Extend `bound` (whose timers are `timers`): wait for T1, then ask
+    /// its server (RENEWING), from T2 any server (REBINDING), until an ACK,
+    /// a NAK, or the end of the lease. Only the socket failing is an error.
+    pub fn extend(&self, bound: &Bound, timers: &Timers) -> Result<Extended> {
+        let xid = transaction_id(self.mac);
+        let mut started = None;
+        let mut rebinding_said = false;
+        loop {
+            let elapsed = bound.since.elapsed();
+            let phase = timers.phase(elapsed);
+            let Some((req, to)) = phase.request(&bound.lease, self.mac, xid) else {
+                match phase {
+                    Phase::Bound => {
+                        std::thread::sleep(timers.t1.saturating_sub(elapsed));
+                        continue;
+                    }
+                    _ => return Ok(Extended::Expired),
+                }
+            };
+            if phase == Phase::Rebinding && !rebinding_said {
+                rebinding_said = true;
+                let asked = bound
+                    .lease
+                    .server
+                    .map_or_else(|| "the DHCP server".into(), |s| format!("DHCP server {s}"));
+                log::warn!(
+                    "no answer from {asked} since T1: asking any server to extend the lease on {} (rebinding)",
+                    bound.lease.address
+                );
+            }
+            let req = Request {
+                secs: secs_since(*started.get_or_insert_with(Instant::now)),
+                ..req
+            };
+            let sent = Instant::now();
+            // A failed send (no route to the server, say) is one more
+            // unanswered attempt: the next one may go another way.
+            if let Err(e) = self.send(&req, to) {
+                log::debug!("{e:#}");
+            }
+            let wait = timers.retransmit_wait(elapsed);
+            match self.receive(xid, &[Kind::Ack, Kind::Nak], wait)? {
+                Some(r) if r.kind == Kind::Ack => {
+                    return Ok(Extended::Acked(Bound {
+                        lease: bound.lease.renewed_by(&r),
+                        since: sent,
+                    }))
+                }
+                Some(r) => return Ok(Extended::Refused(r.server_id().unwrap_or(*to.ip()))),
+                None => log::debug!(
+                    "no DHCP answer to {phase:?} after {:.1}s",
+                    wait.as_secs_f64()
+                ),
+            }
+        }
+    }
+
     fn check_deadline(&self) -> Result<()> {
         if Instant::now() >= self.deadline {
             bail!("no DHCP lease: no server answered (is a DHCP server on this network segment?)");
@@ -71,11 +156,10 @@ impl Client<'_> {
         Ok(())
     }
 
-    fn send(&self, req: &Request) -> Result<()> {
-        let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
+    fn send(&self, req: &Request, to: SocketAddrV4) -> Result<()> {
         self.sock
             .send_to(&req.encode(), to)
-            .context("sending DHCP request")?;
+            .with_context(|| format!("sending DHCP request to {to}"))?;
         Ok(())
     }
 
@@ -114,6 +198,11 @@ impl Client<'_> {
             }
         }
     }
+}
+
+/// The `secs` field: seconds since the client began the exchange.
+fn secs_since(started: Instant) -> u16 {
+    started.elapsed().as_secs().min(u16::MAX.into()) as u16
 }
 
 /// A transaction id that differs between machines booting at the same

@@ -121,16 +121,28 @@ pub fn set_up(name: &str) -> io::Result<()> {
 
 /// `ip addr add ADDR/MASK dev NAME` (replacing the primary address).
 pub fn set_address(name: &str, addr: Ipv4Addr, mask: Ipv4Addr) -> io::Result<()> {
+    let (sock, mut req) = set_primary(name, addr)?;
+    req.ifr_ifru.ifru_netmask = sockaddr_in(mask);
+    // SAFETY: as above.
+    let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFNETMASK as _, &req) };
+    check(ret, "SIOCSIFNETMASK", name)
+}
+
+/// `ip addr del` of the primary address (with the routes through it): the
+/// kernel deletes the address when it is set to 0.0.0.0.
+pub fn clear_address(name: &str) -> io::Result<()> {
+    set_primary(name, Ipv4Addr::UNSPECIFIED).map(drop)
+}
+
+/// SIOCSIFADDR; the socket and request, for SIOCSIFNETMASK to follow.
+fn set_primary(name: &str, addr: Ipv4Addr) -> io::Result<(OwnedFd, libc::ifreq)> {
     let sock = ioctl_socket()?;
     let mut req = ifreq(name)?;
     req.ifr_ifru.ifru_addr = sockaddr_in(addr);
     // SAFETY: the ifreq is fully initialised and owned; the kernel only reads it.
     let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR as _, &req) };
     check(ret, "SIOCSIFADDR", name)?;
-    req.ifr_ifru.ifru_netmask = sockaddr_in(mask);
-    // SAFETY: as above.
-    let ret = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFNETMASK as _, &req) };
-    check(ret, "SIOCSIFNETMASK", name)
+    Ok((sock, req))
 }
 
 /// The kernel's `struct rtentry` (include/uapi/linux/route.h). Declared
@@ -186,7 +198,9 @@ pub fn add_default_route(name: &str, gw: Ipv4Addr) -> io::Result<()> {
 }
 
 /// A UDP socket on port 68 bound to one interface, able to broadcast: a
-/// DHCP client's socket before the interface has an address.
+/// DHCP client's socket, before the interface has an address (broadcasts
+/// from 0.0.0.0) and after (unicasts from our address to the server, whose
+/// unicast replies to our port 68 it receives too).
 pub fn dhcp_socket(name: &str) -> io::Result<UdpSocket> {
     let sock = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 68))?;
     sock.set_broadcast(true)?;

@@ -1,10 +1,12 @@
 //! Bringing up the deploy network: pick the interface (`BOOTIF`, the one
 //! named by `ip=`, else the first with carrier), then DHCP or a static
-//! address.
+//! address. A DHCP lease is then kept alive in the background for the rest
+//! of the agent's life ([`renew`]).
 
 pub mod dhcp;
 mod dhcp_client;
 pub mod iface;
+pub mod renew;
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -21,7 +23,9 @@ const LINK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to keep asking for a DHCP lease.
 const DHCP_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// The configured network, for the console and later for reports.
+/// The configured network, for the console and later for reports. For a
+/// DHCP lease this is the first one: renewal may later change it (rarely:
+/// servers renew the same address), which the console then tells.
 #[derive(Debug, Clone)]
 pub struct Network {
     /// Whether the address came from a DHCP lease (else `ip=` static).
@@ -35,6 +39,18 @@ pub struct Network {
 }
 
 impl Network {
+    fn leased(iface: Iface, lease: &dhcp::Lease) -> Network {
+        Network {
+            dhcp: true,
+            iface,
+            address: lease.address,
+            prefix_len: lease.prefix_len(),
+            gateway: lease.gateway,
+            server: lease.server.or(lease.next_server),
+            dns: lease.dns.clone(),
+        }
+    }
+
     /// The console line for this configuration: `lease: …` or `static: …`.
     pub fn describe(&self) -> String {
         let opt = |a: Option<Ipv4Addr>| a.map_or_else(|| "none".to_string(), |a| a.to_string());
@@ -55,7 +71,8 @@ impl Network {
     }
 }
 
-/// Configure the network as the options say. `None` for `ip=off`.
+/// Configure the network as the options say. `None` for `ip=off`. A DHCP
+/// lease is renewed by a background thread started here.
 pub fn configure(opts: &Options) -> Result<Option<Network>> {
     let wanted_dev = match &opts.ip {
         IpConfig::Off => return Ok(None),
@@ -65,48 +82,46 @@ pub fn configure(opts: &Options) -> Result<Option<Network>> {
     let iface = choose(opts.bootif, wanted_dev.as_deref())?;
     log::info!("link up: {} mac={}", iface.name, iface.mac);
     let net = match &opts.ip {
-        IpConfig::Static(s) => {
-            iface::set_address(&iface.name, s.client, s.netmask)?;
-            if let Some(gw) = s.gateway {
-                iface::add_default_route(&iface.name, gw)?;
-            }
-            Network {
-                dhcp: false,
-                iface,
-                address: s.client,
-                prefix_len: u32::from(s.netmask).count_ones(),
-                gateway: s.gateway,
-                server: s.server,
-                dns: s.dns.clone(),
-            }
-        }
+        IpConfig::Static(s) => Network {
+            dhcp: false,
+            iface,
+            address: s.client,
+            prefix_len: u32::from(s.netmask).count_ones(),
+            gateway: s.gateway,
+            server: s.server,
+            dns: s.dns.clone(),
+        },
         _ => {
             let sock = iface::dhcp_socket(&iface.name)
                 .with_context(|| format!("opening a DHCP socket on {}", iface.name))?;
-            let lease = dhcp_client::Client {
+            let bound = dhcp_client::Client {
                 sock: &sock,
                 mac: iface.mac,
                 deadline: Instant::now() + DHCP_TIMEOUT,
             }
             .obtain()
             .with_context(|| format!("configuring {} by DHCP", iface.name))?;
-            iface::set_address(&iface.name, lease.address, lease.netmask)?;
-            if let Some(gw) = lease.gateway {
-                iface::add_default_route(&iface.name, gw)?;
-            }
-            Network {
-                dhcp: true,
-                iface,
-                address: lease.address,
-                prefix_len: lease.prefix_len(),
-                gateway: lease.gateway,
-                server: lease.server.or(lease.next_server),
-                dns: lease.dns,
-            }
+            let net = Network::leased(iface.clone(), &bound.lease);
+            apply(&net)?;
+            renew::spawn(sock, iface, bound);
+            return Ok(Some(net));
         }
     };
-    write_resolv_conf(&net.dns);
+    apply(&net)?;
     Ok(Some(net))
+}
+
+/// Give the interface its address and default route, and write the name
+/// servers: at first, and again when a DHCP lease changes them.
+fn apply(net: &Network) -> Result<()> {
+    let name = &net.iface.name;
+    let mask = u32::MAX.checked_shl(32 - net.prefix_len).unwrap_or(0);
+    iface::set_address(name, net.address, Ipv4Addr::from(mask))?;
+    if let Some(gw) = net.gateway {
+        iface::add_default_route(name, gw)?;
+    }
+    write_resolv_conf(&net.dns);
+    Ok(())
 }
 
 /// Find the interface to deploy over and bring it up with carrier.
