@@ -11,9 +11,21 @@
 //! drover-server image list --store DIR
 //! drover-server image show --store DIR NAME[@VERSION]
 //! drover-server image verify --store DIR --key PUBFILE NAME[@VERSION]
+//! drover-server node add --config FILE MAC [--name NAME]
+//! drover-server node list --config FILE [--json]
+//! drover-server node show --config FILE NODE [--json]
+//! drover-server node remove --config FILE NODE
+//! drover-server deploy --config FILE --image NAME[@VERSION] [--wipe] NODE…
+//! drover-server status --config FILE [--watch] [--interval SECS]
 //! ```
+//!
+//! `node`, `deploy` and `status` talk to the running server's admin API
+//! (each also takes `--server URL` and `--token-file FILE`).
 
-use std::path::PathBuf;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use argh::FromArgs;
@@ -21,6 +33,8 @@ use drover_agent::image::manifest::{CHUNK_ALIGN, DEFAULT_CHUNK_SIZE, MAX_CHUNK_S
 use drover_agent::image::{sign, BuildOptions};
 use kernel_cmdline::ImageRef;
 
+use crate::admin_client::AdminClient;
+use crate::api::{AddNode, DeployRequest, Node, NodeList};
 use crate::config::Config;
 use crate::dnsmasq::{DhcpMode, DhcpRange, DnsmasqSettings};
 use crate::image_report::{import_summary, list_report, read_manifest, show_report};
@@ -29,8 +43,9 @@ use crate::import::{import, ImportRequest};
 use crate::partition_spec::parse_layout;
 use crate::size::{parse_size, Human, SIZE_ACCEPTED};
 use crate::store::Store;
+use crate::{fleet_text, status};
 
-/// drover server: boot entries and images for network deploys.
+/// drover server: images, fleet state and boot entries for network deploys.
 #[derive(FromArgs, Debug)]
 pub struct Args {
     #[argh(subcommand)]
@@ -44,11 +59,20 @@ pub enum Command {
     DnsmasqConfig(DnsmasqConfigArgs),
     Key(KeyArgs),
     Image(ImageArgs),
+    Node(NodeArgs),
+    Deploy(DeployArgs),
+    Status(StatusArgs),
 }
 
-/// Serve boot entries (/boot/MAC.ipxe), the kernel/initrd and the image store over HTTP.
+/// Serve boot entries (/boot/MAC.ipxe), the kernel/initrd, the image store, node reports, the admin API and /metrics over HTTP.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "serve")]
+#[argh(
+    subcommand,
+    name = "serve",
+    note = "The state directory (config key state, default: state next to the config file) is created
+with mode 0700 on first start; it holds drover.sqlite (the fleet) and admin.token (made on first
+start, mode 0600), which the node, deploy and status commands send."
+)]
 pub struct ServeArgs {
     /// the TOML config file
     #[argh(option)]
@@ -264,15 +288,288 @@ pub struct VerifyArgs {
     pub image: ImageRef,
 }
 
-/// Run a parsed command line to completion.
-pub fn run(args: Args) -> anyhow::Result<()> {
+/// Nodes in the fleet, through the running server.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "node")]
+pub struct NodeArgs {
+    #[argh(subcommand)]
+    pub command: NodeCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum NodeCommand {
+    Add(NodeAddArgs),
+    List(NodeListArgs),
+    Show(NodeShowArgs),
+    Remove(NodeRemoveArgs),
+}
+
+/// Register a machine by its MAC; it stays idle (booting from its disk) until a deploy.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "add",
+    example = "{command_name} --config /etc/drover/server.toml 52:54:00:12:34:01 --name web1"
+)]
+pub struct NodeAddArgs {
+    /// the server's TOML config file (public_url, state directory)
+    #[argh(option)]
+    pub config: PathBuf,
+    /// the server's URL (default: the config's public_url)
+    #[argh(option)]
+    pub server: Option<String>,
+    /// the admin token file (default: admin.token in the config's state directory)
+    #[argh(option)]
+    pub token_file: Option<PathBuf>,
+    /// a unique name: 1 to 63 of A-Z a-z 0-9 . _ -, starting with a letter or digit
+    #[argh(option)]
+    pub name: Option<String>,
+    /// the MAC address, aa:bb:cc:dd:ee:ff
+    #[argh(positional)]
+    pub mac: String,
+}
+
+/// List the nodes: MAC, name, state, image, phase, progress, rate.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "list")]
+pub struct NodeListArgs {
+    /// the server's TOML config file (public_url, state directory)
+    #[argh(option)]
+    pub config: PathBuf,
+    /// the server's URL (default: the config's public_url)
+    #[argh(option)]
+    pub server: Option<String>,
+    /// the admin token file (default: admin.token in the config's state directory)
+    #[argh(option)]
+    pub token_file: Option<PathBuf>,
+    /// print the admin API's JSON
+    #[argh(switch)]
+    pub json: bool,
+}
+
+/// Show one node (by MAC or name): its deployment, what is on its disk, its last 100 events.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "show")]
+pub struct NodeShowArgs {
+    /// the server's TOML config file (public_url, state directory)
+    #[argh(option)]
+    pub config: PathBuf,
+    /// the server's URL (default: the config's public_url)
+    #[argh(option)]
+    pub server: Option<String>,
+    /// the admin token file (default: admin.token in the config's state directory)
+    #[argh(option)]
+    pub token_file: Option<PathBuf>,
+    /// print the admin API's JSON
+    #[argh(switch)]
+    pub json: bool,
+    /// the node: its MAC or its name
+    #[argh(positional)]
+    pub node: String,
+}
+
+/// Forget a node (by MAC or name) and its history; if it boots again it is unknown.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "remove")]
+pub struct NodeRemoveArgs {
+    /// the server's TOML config file (public_url, state directory)
+    #[argh(option)]
+    pub config: PathBuf,
+    /// the server's URL (default: the config's public_url)
+    #[argh(option)]
+    pub server: Option<String>,
+    /// the admin token file (default: admin.token in the config's state directory)
+    #[argh(option)]
+    pub token_file: Option<PathBuf>,
+    /// the node: its MAC or its name
+    #[argh(positional)]
+    pub node: String,
+}
+
+/// Assign an image to nodes (MACs or names); each installs it at its next network boot.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "deploy",
+    example = "{command_name} --config /etc/drover/server.toml --image debian web1 web2 52:54:00:12:34:03",
+    note = "All or nothing: an unknown node or an image missing from the store assigns nothing.
+A bare NAME is pinned to the store's newest version now. Each node gets a new report token,
+so a deployment already running on it is superseded (its reports are refused)."
+)]
+pub struct DeployArgs {
+    /// the server's TOML config file (public_url, state directory)
+    #[argh(option)]
+    pub config: PathBuf,
+    /// the server's URL (default: the config's public_url)
+    #[argh(option)]
+    pub server: Option<String>,
+    /// the admin token file (default: admin.token in the config's state directory)
+    #[argh(option)]
+    pub token_file: Option<PathBuf>,
+    /// the image, NAME or NAME@VERSION
+    #[argh(option)]
+    pub image: String,
+    /// allow overwriting disks that have a partition table (default: the config's [deploy] wipe)
+    #[argh(switch)]
+    pub wipe: bool,
+    /// the nodes: MACs or names
+    #[argh(positional)]
+    pub nodes: Vec<String>,
+}
+
+/// The fleet at a glance, once or until every deployment has ended.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "status",
+    note = "Exit status: 0 when no deployment is in progress and no node failed, 1 when a node
+failed, 2 when deployments are still in progress (none failed). With --watch, the table is
+redrawn every interval until no deployment is in progress, then it exits 0 or 1.
+On a terminal the PROGRESS column is a bar; otherwise it is plain (as node list) and, when
+watching, printed again only when it changed."
+)]
+pub struct StatusArgs {
+    /// the server's TOML config file (public_url, state directory)
+    #[argh(option)]
+    pub config: PathBuf,
+    /// the server's URL (default: the config's public_url)
+    #[argh(option)]
+    pub server: Option<String>,
+    /// the admin token file (default: admin.token in the config's state directory)
+    #[argh(option)]
+    pub token_file: Option<PathBuf>,
+    /// refresh until no deployment is in progress
+    #[argh(switch)]
+    pub watch: bool,
+    /// seconds between refreshes with --watch (default 2; fractions allowed)
+    #[argh(
+        option,
+        from_str_fn(parse_interval),
+        default = "Duration::from_secs(2)"
+    )]
+    pub interval: Duration,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if (0.1..=3600.0).contains(&secs) => Ok(Duration::from_secs_f64(secs)),
+        _ => Err("accepted: seconds from 0.1 to 3600, e.g. 2 or 0.5".into()),
+    }
+}
+
+/// The admin client for a command's connection options.
+fn admin(
+    config: &Path,
+    server: Option<&str>,
+    token_file: Option<&Path>,
+) -> anyhow::Result<AdminClient> {
+    let config = Config::load(config)?;
+    AdminClient::for_config(&config, server, token_file)
+}
+
+/// `aa:bb:cc:dd:ee:ff (name)` or the MAC alone.
+fn label(n: &Node) -> String {
+    match &n.name {
+        Some(name) => format!("{} ({name})", n.mac),
+        None => n.mac.clone(),
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn run_node(command: NodeCommand) -> anyhow::Result<()> {
+    match command {
+        NodeCommand::Add(a) => {
+            let client = admin(&a.config, a.server.as_deref(), a.token_file.as_deref())?;
+            let node = client.add(&AddNode {
+                mac: a.mac,
+                name: a.name,
+            })?;
+            println!(
+                "added {}: idle (boots from its disk); drover-server deploy --image NAME {} assigns it an image",
+                label(&node),
+                node.name.as_deref().unwrap_or(&node.mac)
+            );
+        }
+        NodeCommand::List(a) => {
+            let client = admin(&a.config, a.server.as_deref(), a.token_file.as_deref())?;
+            let nodes = client.nodes()?;
+            if a.json {
+                print_json(&NodeList { nodes })?;
+            } else {
+                print!("{}", fleet_text::list_table(&nodes));
+            }
+        }
+        NodeCommand::Show(a) => {
+            let client = admin(&a.config, a.server.as_deref(), a.token_file.as_deref())?;
+            let detail = client.show(&a.node)?;
+            if a.json {
+                print_json(&detail)?;
+            } else {
+                print!("{}", fleet_text::show_text(&detail));
+            }
+        }
+        NodeCommand::Remove(a) => {
+            let client = admin(&a.config, a.server.as_deref(), a.token_file.as_deref())?;
+            let node = client.remove(&a.node)?;
+            println!("removed {} (state {})", label(&node), node.state);
+        }
+    }
+    Ok(())
+}
+
+fn run_deploy(a: DeployArgs) -> anyhow::Result<()> {
+    if a.nodes.is_empty() {
+        anyhow::bail!("no nodes given; accepted: one or more MACs or node names after the options");
+    }
+    let client = admin(&a.config, a.server.as_deref(), a.token_file.as_deref())?;
+    let nodes = client.deploy(&DeployRequest {
+        image: a.image,
+        nodes: a.nodes,
+        // Absent: the server's [deploy] wipe.
+        wipe: a.wipe.then_some(true),
+    })?;
+    for n in &nodes {
+        println!(
+            "deploy {} to {} (wipe {}): it installs at its next network boot",
+            n.image.as_deref().unwrap_or("-"),
+            label(n),
+            kernel_cmdline::bool_str(n.wipe)
+        );
+    }
+    Ok(())
+}
+
+fn run_status(a: StatusArgs) -> anyhow::Result<ExitCode> {
+    let client = admin(&a.config, a.server.as_deref(), a.token_file.as_deref())?;
+    let tty = std::io::stdout().is_terminal();
+    let outcome = status::run(
+        &client,
+        a.watch,
+        a.interval,
+        tty,
+        &mut std::io::stdout().lock(),
+    )?;
+    Ok(outcome.exit_code())
+}
+
+/// Run a parsed command line to completion; the exit status to end with.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Serve(serve) => {
             let config = Config::load(&serve.config)?;
+            let state = crate::http::AppState::open(config)?;
             tokio::runtime::Runtime::new()
                 .context("starting the async runtime")?
-                .block_on(crate::http::serve(config))
+                .block_on(crate::http::serve(state))?;
         }
+        Command::Node(NodeArgs { command }) => run_node(command)?,
+        Command::Deploy(a) => run_deploy(a)?,
+        Command::Status(a) => return run_status(a),
         Command::DnsmasqConfig(a) => {
             // Mode first: a usage mistake is reported before the config is read.
             let mode = DhcpMode::from_flags(a.dhcp_range, a.proxy).map_err(anyhow::Error::msg)?;
@@ -288,7 +585,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         .unwrap_or_else(|| crate::dnsmasq::DEFAULT_TFTP_ROOT.into()),
                 })
             );
-            Ok(())
         }
         Command::Key(KeyArgs {
             command: KeyCommand::Generate(a),
@@ -297,18 +593,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             println!("secret key: {} (keep it private)", g.secret.display());
             println!("public key: {}", g.public.display());
             println!("{}", g.key);
-            Ok(())
         }
         Command::Image(ImageArgs { command }) => match command {
-            ImageCommand::Import(a) => run_import(a),
-            ImageCommand::List(a) => {
-                print!("{}", list_report(&Store::new(a.store))?);
-                Ok(())
-            }
+            ImageCommand::Import(a) => run_import(a)?,
+            ImageCommand::List(a) => print!("{}", list_report(&Store::new(a.store))?),
             ImageCommand::Show(a) => {
                 let dir = Store::new(a.store).resolve(&a.image)?;
                 print!("{}", show_report(&dir, &read_manifest(&dir)?));
-                Ok(())
             }
             ImageCommand::Verify(a) => {
                 let key = sign::read_public_key(&a.key)?;
@@ -325,10 +616,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     m.payload.sha256,
                     v.elapsed.as_secs_f64()
                 );
-                Ok(())
             }
         },
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_import(a: ImportArgs) -> anyhow::Result<()> {

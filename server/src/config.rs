@@ -7,11 +7,17 @@
 //! initrd = "initrd.img"
 //! kernel_args = "console=ttyS0"        # appended last (console= must be last)
 //! store = "/srv/drover/images"         # optional: serve images from this store
-//! [deploy]                             # deploy.* defaults for every MAC
-//! image = "demo"
+//! state = "state"                      # optional: fleet state (SQLite, admin token)
+//! [deploy]                             # deploy.* defaults for every node
+//! image = "demo"                       # optional: register unknown MACs with this image
 //! mode = "http"
 //! on_error = "poweroff"
 //! ```
+//!
+//! `[deploy] image` makes the server register every unknown MAC that asks
+//! for its boot entry and assign it that image (FOG-style); without it an
+//! unknown MAC boots from its disk until an operator adds and deploys it.
+//! `deploy.token` is not a key: the server makes one per deployment.
 //!
 //! Parsing is split in two so it can be unit-tested without files:
 //! [`Config::parse`] is pure (text + the directory relative paths are
@@ -50,10 +56,19 @@ pub struct Config {
     pub kernel_args: String,
     /// The image store served under `/images/` (absolute), if any.
     pub store: Option<PathBuf>,
-    /// `deploy.*` defaults for every node: `servers = [public_url]`, no `BOOTIF`
-    /// (the boot entry adds it per MAC).
+    /// The state directory (absolute): `drover.sqlite`, `admin.token`.
+    pub state: PathBuf,
+    /// `[deploy] image`: what an unknown MAC is registered with, if anything.
+    pub auto_register: Option<ImageRef>,
+    /// `deploy.*` defaults for every node: `servers = [public_url]`. The
+    /// per-node parts are left empty here and filled in by the boot entry:
+    /// `image` (empty name), `wipe` (this is the default a deployment
+    /// starts from), `token` and `BOOTIF`.
     pub deploy: Options,
 }
+
+/// Where the state lives when the config does not say: next to the config.
+pub const DEFAULT_STATE_DIR: &str = "state";
 
 /// A configuration problem, naming the file and, when known, the key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,20 +106,23 @@ struct RawConfig {
     kernel_args: String,
     #[serde(default)]
     store: Option<PathBuf>,
+    #[serde(default)]
+    state: Option<PathBuf>,
+    #[serde(default)]
     deploy: toml::Table,
 }
 
 /// `[deploy]` keys, as written in the config (`_` or `-`), and what each takes.
-/// `deploy.server` is not here: it comes from `public_url`. `BOOTIF` is
-/// per node and `ip=` per node too; both come with per-node state later.
+/// `deploy.server` is not here: it comes from `public_url`; nor is
+/// `deploy.token`, which the server makes per deployment. `BOOTIF` is per
+/// node, from the MAC that asks.
 const DEPLOY_KEYS: &[(&str, &str)] = &[
-    ("image", "NAME[@VERSION] (required)"),
+    ("image", "NAME[@VERSION] (optional: registers unknown MACs)"),
     ("mode", "http, chain, torrent"),
     ("disk", "auto, /dev/…, by-id:ID, serial:S, wwn:W"),
     ("wipe", "true/false or 1/0, yes/no, true/false, on/off"),
     ("reboot", "yes, poweroff, no"),
     ("on_error", "reboot, poweroff, halt"),
-    ("token", "a string"),
     ("key", "64 hex digits (ed25519 public key)"),
     ("insecure", "true/false or 1/0, yes/no, true/false, on/off"),
     ("log", "info, debug"),
@@ -133,6 +151,16 @@ impl Config {
                 Ok(m) if m.is_file() => {}
                 Ok(_) => return Err(error(path, key, format!("{}: not a file", file.display()))),
                 Err(e) => return Err(error(path, key, format!("{}: {e}", file.display()))),
+            }
+        }
+        // Created by `serve` when missing; something else in its place is a mistake.
+        if let Ok(m) = std::fs::metadata(&config.state) {
+            if !m.is_dir() {
+                let msg = format!(
+                    "{}: not a directory (the state directory)",
+                    config.state.display()
+                );
+                return Err(error(path, "state", msg));
             }
         }
         if let Some(store) = &config.store {
@@ -197,16 +225,16 @@ impl Config {
             bootif: None,
             ip: IpConfig::Dhcp,
         };
-        let mut have_image = false;
+        let mut auto_register = None;
         for (written, value) in &raw.deploy {
             let name = written.replace('-', "_");
             let key = format!("deploy.{written}");
             let Some((_, accepted)) = DEPLOY_KEYS.iter().find(|(k, _)| *k == name) else {
                 let valid: Vec<&str> = DEPLOY_KEYS.iter().map(|(k, _)| *k).collect();
-                let hint = if name == "server" {
-                    " (deploy.server is always public_url)"
-                } else {
-                    ""
+                let hint = match name.as_str() {
+                    "server" => " (deploy.server is always public_url)",
+                    "token" => " (deploy.token is made by the server for each deployment)",
+                    _ => "",
                 };
                 return Err(error(
                     file,
@@ -234,30 +262,18 @@ impl Config {
                 }
             };
             match name.as_str() {
-                "image" => {
-                    deploy.image = parse_value(file, &key, &text, accepted)?;
-                    have_image = true;
-                }
+                "image" => auto_register = Some(parse_value(file, &key, &text, accepted)?),
                 "mode" => deploy.mode = parse_value(file, &key, &text, accepted)?,
                 "disk" => deploy.disk = parse_value(file, &key, &text, accepted)?,
                 "wipe" => deploy.wipe = parse_bool(file, &key, &text)?,
                 "reboot" => deploy.reboot = parse_value(file, &key, &text, accepted)?,
                 "on_error" => deploy.on_error = parse_value(file, &key, &text, accepted)?,
-                "token" => deploy.token = Some(text),
                 "key" => deploy.key = Some(parse_value::<PublicKey>(file, &key, &text, accepted)?),
                 "insecure" => deploy.insecure = parse_bool(file, &key, &text)?,
                 "log" => deploy.log = parse_value(file, &key, &text, accepted)?,
                 _ => unreachable!("every DEPLOY_KEYS entry is handled above"),
             }
         }
-        if !have_image {
-            return Err(error(
-                file,
-                "deploy.image",
-                "missing; accepted: NAME[@VERSION]".to_owned(),
-            ));
-        }
-
         Ok(Config {
             listen,
             public_url,
@@ -265,6 +281,8 @@ impl Config {
             initrd: dir.join(raw.initrd),
             kernel_args,
             store: raw.store.map(|s| dir.join(s)),
+            state: dir.join(raw.state.unwrap_or_else(|| DEFAULT_STATE_DIR.into())),
+            auto_register,
             deploy,
         })
     }
@@ -337,11 +355,11 @@ image = "demo"
         assert_eq!(c.initrd, Path::new("/srv/initrd.img"));
         assert_eq!(c.kernel_args, "");
         assert_eq!(c.store, None);
+        assert_eq!(c.state, Path::new("/etc/drover/state"));
+        assert_eq!(c.auto_register, Some("demo".parse().unwrap()));
         assert_eq!(c.deploy.servers.len(), 1);
         assert_eq!(c.deploy.servers[0].host, "10.77.0.1");
         assert_eq!(c.deploy.servers[0].port, 8080);
-        assert_eq!(c.deploy.image.name, "demo");
-        assert_eq!(c.deploy.image.version, None);
         assert_eq!(c.deploy.mode, Mode::Http);
         assert_eq!(c.deploy.on_error, OnError::Halt);
         assert_eq!(c.deploy.bootif, None);
@@ -357,6 +375,7 @@ public_url = "http://boot.example:80/drover"
 kernel = "k"
 initrd = "i"
 kernel_args = "  quiet console=ttyS0  "
+state = "/var/lib/drover"
 [deploy]
 image = "debian@12.1"
 mode = "torrent"
@@ -364,7 +383,6 @@ disk = "serial:XYZ"
 wipe = true
 reboot = "poweroff"
 on-error = "poweroff"
-token = "t0k"
 key = "{key}"
 insecure = "yes"
 log = "debug"
@@ -372,16 +390,16 @@ log = "debug"
         );
         let c = parse(&text).unwrap();
         assert_eq!(c.kernel_args, "quiet console=ttyS0");
+        assert_eq!(c.state, Path::new("/var/lib/drover"));
+        assert_eq!(c.auto_register, Some("debian@12.1".parse().unwrap()));
         let d = &c.deploy;
         assert_eq!(d.servers[0].path, "/drover");
-        assert_eq!(d.image.name, "debian");
-        assert_eq!(d.image.version.as_deref(), Some("12.1"));
         assert_eq!(d.mode, Mode::Torrent);
         assert_eq!(d.disk, DiskSelector::Serial("XYZ".into()));
         assert!(d.wipe);
         assert_eq!(d.reboot, AfterSuccess::Poweroff);
         assert_eq!(d.on_error, OnError::Poweroff);
-        assert_eq!(d.token.as_deref(), Some("t0k"));
+        assert_eq!(d.token, None);
         assert_eq!(d.key, Some(PublicKey([0xab; 32])));
         assert!(d.insecure);
         assert_eq!(d.log, LogLevel::Debug);
@@ -405,6 +423,8 @@ log = "debug"
         assert!(e.contains("image, mode, disk, wipe"), "{e}");
         let e = parse_err(&format!("{MINIMAL}server = \"http://x\"\n"));
         assert!(e.contains("deploy.server is always public_url"), "{e}");
+        let e = parse_err(&format!("{MINIMAL}token = \"t0k\"\n"));
+        assert!(e.contains("key `deploy.token`: unknown option (deploy.token is made by the server for each deployment)"), "{e}");
     }
 
     #[test]
@@ -420,9 +440,14 @@ log = "debug"
     }
 
     #[test]
-    fn missing_image() {
-        let e = parse_err(&MINIMAL.replace("image = \"demo\"", "mode = \"http\""));
-        assert!(e.contains("key `deploy.image`: missing"), "{e}");
+    fn image_and_deploy_table_are_optional() {
+        let c = parse(&MINIMAL.replace("image = \"demo\"", "mode = \"chain\"")).unwrap();
+        assert_eq!(c.auto_register, None);
+        assert_eq!(c.deploy.mode, Mode::Chain);
+        let c = parse(&MINIMAL.replace("[deploy]\nimage = \"demo\"\n", "")).unwrap();
+        assert_eq!(c.auto_register, None);
+        let e = parse_err(&MINIMAL.replace("\"demo\"", "\"de mo\""));
+        assert!(e.contains("key `deploy.image`: \"de mo\""), "{e}");
     }
 
     #[test]
@@ -491,5 +516,14 @@ log = "debug"
         std::fs::create_dir(dir.path().join("images")).unwrap();
         let c = with_store("images").unwrap();
         assert_eq!(c.store, Some(dir.path().join("images")));
+        assert_eq!(c.state, dir.path().join("state"));
+
+        std::fs::write(dir.path().join("state"), b"").unwrap();
+        let e = with_store("images").unwrap_err().to_string();
+        assert!(e.contains("key `state`: "), "{e}");
+        assert!(
+            e.ends_with("state: not a directory (the state directory)"),
+            "{e}"
+        );
     }
 }

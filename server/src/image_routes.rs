@@ -28,13 +28,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
-use tokio_util::io::ReaderStream;
+use tokio_util::io::{InspectReader, ReaderStream};
 
 use drover_agent::image::{MANIFEST_FILE, PAYLOAD_FILE, SIGNATURE_FILE};
 use kernel_cmdline::ImageRef;
 
 use crate::byte_range::{resolve_range, RangeOutcome};
-use crate::http::AppState;
+use crate::http::{text, AppState};
 use crate::store::{check_component, LookupError, Store};
 
 /// The files of an image version, and their content types.
@@ -53,19 +53,6 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/images/{name}/latest", get(latest))
         .route("/images/{name}/{version}/{file}", get(image_file))
-}
-
-fn text(status: StatusCode, body: impl Into<String>) -> Response {
-    let mut body = body.into();
-    if !body.ends_with('\n') {
-        body.push('\n');
-    }
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body,
-    )
-        .into_response()
 }
 
 fn no_store() -> Response {
@@ -207,7 +194,15 @@ async fn image_file(
                 );
             }
         }
-        let stream = ReaderStream::with_capacity(f.take(len), STREAM_BUFFER);
+        // Counted as read into the response: what was sent, near enough
+        // (a client that hangs up leaves at most a buffer uncounted).
+        let counted = (file == PAYLOAD_FILE).then(|| state.clone());
+        let reader = InspectReader::new(f.take(len), move |bytes: &[u8]| {
+            if let Some(state) = &counted {
+                state.metrics.payload_bytes(bytes.len() as u64);
+            }
+        });
+        let stream = ReaderStream::with_capacity(reader, STREAM_BUFFER);
         Response::new(Body::from_stream(stream))
     };
     *resp.status_mut() = status;
@@ -287,7 +282,7 @@ mod tests {
         let path = dir.path().join("server.toml");
         std::fs::write(&path, text).unwrap();
         let config = Config::load(&path).unwrap();
-        let app = crate::http::router(Arc::new(AppState { config }));
+        let app = crate::http::router(Arc::new(AppState::open(config).unwrap()));
         Fixture {
             _dir: dir,
             payload,

@@ -7,7 +7,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args: drover_server::cli::Args = argh::from_env();
     match drover_server::cli::run(args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // `{:#}` prints the whole context chain once, on one line.
             eprintln!("drover-server: error: {e:#}");

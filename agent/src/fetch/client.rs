@@ -82,6 +82,19 @@ impl Client {
         self.request("POST", path, None, Some(json), limit)
     }
 
+    /// Any method, with an optional JSON body; returns the response,
+    /// whatever its status, for the caller to judge (the server's admin
+    /// CLI: DELETE, and error bodies shown whole).
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        json: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Response> {
+        self.request(method, path, None, json, limit)
+    }
+
     fn connect(&self) -> Result<TcpStream> {
         let authority = self.server.authority();
         let addrs: Vec<SocketAddr> = authority
