@@ -823,4 +823,95 @@ mod tests {
         };
         assert!(a.force);
     }
+
+    #[test]
+    fn fleet_commands() {
+        // The QEMU tests put --config last.
+        let args = parse(&[
+            "node",
+            "add",
+            "52:54:00:12:34:01",
+            "--name",
+            "web1",
+            "--config",
+            "s.toml",
+        ])
+        .unwrap();
+        let Command::Node(NodeArgs {
+            command: NodeCommand::Add(a),
+        }) = args.command
+        else {
+            panic!("not node add");
+        };
+        assert_eq!(
+            (a.mac.as_str(), a.name.as_deref()),
+            ("52:54:00:12:34:01", Some("web1"))
+        );
+        assert_eq!((a.server, a.token_file), (None, None));
+
+        let args = parse(&[
+            "deploy",
+            "--image",
+            "demo@1.0",
+            "--wipe",
+            "web1",
+            "web2",
+            "--config",
+            "s.toml",
+            "--server",
+            "http://10.0.0.1:8080",
+            "--token-file",
+            "t",
+        ])
+        .unwrap();
+        let Command::Deploy(a) = args.command else {
+            panic!("not deploy");
+        };
+        assert_eq!((a.image.as_str(), a.wipe), ("demo@1.0", true));
+        assert_eq!(a.nodes, ["web1", "web2"]);
+        assert_eq!(a.server.as_deref(), Some("http://10.0.0.1:8080"));
+        assert_eq!(a.token_file, Some(PathBuf::from("t")));
+
+        let args = parse(&["status", "--config", "s.toml"]).unwrap();
+        let Command::Status(a) = args.command else {
+            panic!("not status");
+        };
+        assert_eq!((a.watch, a.interval), (false, Duration::from_secs(2)));
+        let args = parse(&["status", "--config", "s", "--watch", "--interval", "0.5"]).unwrap();
+        let Command::Status(a) = args.command else {
+            panic!("not status");
+        };
+        assert_eq!((a.watch, a.interval), (true, Duration::from_millis(500)));
+        for bad in ["0", "-1", "x", "7200"] {
+            let e = parse(&["status", "--config", "s", "--interval", bad]).unwrap_err();
+            assert!(
+                e.contains("accepted: seconds from 0.1 to 3600"),
+                "{bad}: {e}"
+            );
+        }
+        let args = parse(&["node", "show", "web1", "--json", "--config", "s"]).unwrap();
+        assert!(matches!(
+            args.command,
+            Command::Node(NodeArgs {
+                command: NodeCommand::Show(NodeShowArgs { json: true, .. })
+            })
+        ));
+    }
+
+    #[test]
+    fn deploy_without_nodes_is_refused_before_connecting() {
+        let args = parse(&[
+            "deploy",
+            "--image",
+            "demo",
+            "--config",
+            "/nonexistent/s.toml",
+        ])
+        .unwrap();
+        let e = run(args).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "no nodes given; accepted: one or more MACs or node names after the options"
+        );
+    }
 }
