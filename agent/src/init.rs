@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use kernel_cmdline::OnError;
 
 use crate::power::{self, Action};
+use crate::report::{self, Reporter};
 use crate::{console, deploy, early, kmod, net, run};
 
 /// Give an operator a moment to read the error before the screen clears.
@@ -24,17 +25,20 @@ pub fn main() -> ! {
     let on_error = kernel_cmdline::on_error_hint(&cmdline);
     install_panic_hook(on_error);
 
-    let result = early.and_then(|()| phases(&cmdline));
+    // Off until the options and the network are known; errors before that
+    // can only be shown on the console.
+    let mut reporter = Reporter::off();
+    let result = early.and_then(|()| phases(&cmdline, &mut reporter));
     match result {
         Ok(after) => {
             log::info!("deploy finished: {}", after.describe());
             power::finish(after, Duration::ZERO)
         }
-        Err(e) => fail(on_error, &e),
+        Err(e) => fail(on_error, &e, &reporter),
     }
 }
 
-fn phases(cmdline: &str) -> Result<Action> {
+fn phases(cmdline: &str, reporter: &mut Reporter) -> Result<Action> {
     let opts = kernel_cmdline::parse(cmdline)?;
     console::set_level(opts.log);
     log::info!("options parsed: {}", opts.summary());
@@ -70,19 +74,24 @@ fn phases(cmdline: &str) -> Result<Action> {
         None => log::info!("network: ip=off, leaving interfaces alone"),
     }
 
+    let mac = net.as_ref().map(|n| n.iface.mac).or(opts.bootif);
+    *reporter = Reporter::new(&opts, mac, report::Settings::default());
     let env = deploy::Env {
         disk: None,
         root: "/".into(),
         key: run::baked_in_key(std::path::Path::new("/"))?,
-        mac: net.as_ref().map(|n| n.iface.mac).or(opts.bootif),
+        mac,
     };
-    run::deploy(&opts, &env)?;
+    run::deploy(&opts, &env, reporter)?;
     Ok(opts.reboot.into())
 }
 
-/// Print the error chain once, then do what `deploy.on-error` says.
-fn fail(on_error: OnError, e: &anyhow::Error) -> ! {
+/// Print the error chain once, report it (the console first: the operator
+/// should not wait for a server to read it), then do what
+/// `deploy.on-error` says.
+fn fail(on_error: OnError, e: &anyhow::Error, reporter: &Reporter) -> ! {
     log::error!("{e:#}");
+    reporter.failure(e);
     let action = Action::from(on_error);
     log::info!("on-error={}: {}", on_error, action.describe());
     let delay = if action == Action::Reboot {
@@ -97,9 +106,11 @@ fn fail(on_error: OnError, e: &anyhow::Error) -> ! {
 /// other error and follow `deploy.on-error` instead.
 fn install_panic_hook(on_error: OnError) {
     std::panic::set_hook(Box::new(move |info| {
+        // The reporter is out of reach here; the console shows the bug.
         fail(
             on_error,
             &anyhow::anyhow!("internal error (bug in the agent): {info}"),
+            &Reporter::off(),
         );
     }));
 }

@@ -2,9 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use argh::FromArgs;
-use drover_agent::{console, init, process};
+use drover_agent::{console, init, process, report};
+use kernel_cmdline::MacAddr;
 
 /// drover's node agent. As PID 1 (the initramfs /init) it reads its options
 /// from /proc/cmdline and deploys this machine; as a command it runs the same
@@ -37,6 +39,14 @@ struct Run {
     /// the trusted image-signing public key (64 hex digits in a file)
     #[argh(option)]
     key: Option<PathBuf>,
+    /// this node's MAC (aa:bb:cc:dd:ee:ff), for reports to the server and
+    /// the disk's UUIDs; default: BOOTIF= from the command line
+    #[argh(option)]
+    mac: Option<MacAddr>,
+    /// how long the success or failure report is retried, in seconds
+    /// (default 60)
+    #[argh(option, default = "60")]
+    report_deadline: u64,
 }
 
 fn main() -> ExitCode {
@@ -62,20 +72,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match process::run(&process::Job {
+    process::run(&process::Job {
         cmdline,
         disk: r.disk,
         key: r.key,
-    }) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            log::error!("{e:#}");
-            // 2 for a bad command line, as for bad usage; 1 for a failed deploy.
-            if e.downcast_ref::<kernel_cmdline::Error>().is_some() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
+        mac: r.mac,
+        report: report::Settings {
+            deadline: Duration::from_secs(r.report_deadline),
+            ..report::Settings::default()
+        },
+    })
 }

@@ -7,6 +7,7 @@ use kernel_cmdline::{Options, PublicKey};
 
 use crate::deploy::{self, Deployed, Env};
 use crate::image::sign;
+use crate::report::{Phase, Reporter};
 
 /// Where the initramfs carries the image-signing public key.
 pub const TRUSTED_KEY: &str = "etc/drover/trusted.pub";
@@ -22,9 +23,16 @@ pub fn baked_in_key(root: &Path) -> Result<Option<PublicKey>> {
     ))
 }
 
-/// Fetch, verify and write the image, and say what was done.
-pub fn deploy(opts: &Options, env: &Env) -> Result<Deployed> {
-    let d = deploy::run(opts, env)?;
+/// Fetch, verify and write the image, and say what was done: on the
+/// console, and to the server before returning, so a node reboots only
+/// once the server knows (or the report's deadline passed). A failure is
+/// the caller's to report: it prints the error first.
+pub fn deploy(opts: &Options, env: &Env, report: &Reporter) -> Result<Deployed> {
+    report.phase(
+        Phase::Start,
+        format!("agent {}: {}", crate::VERSION, opts.summary()),
+    );
+    let d = deploy::run(opts, env, report)?;
     log::info!(
         "deployed {} to {}: {} written, {} files, in {:.1}s; payload sha256 {}",
         d.image,
@@ -34,5 +42,8 @@ pub fn deploy(opts: &Options, env: &Env) -> Result<Deployed> {
         d.written.elapsed.as_secs_f64(),
         d.payload_sha256
     );
+    // Not recorded is no reason to fail: the disk is good, and the server
+    // will simply offer this deploy again.
+    report.success(&d);
     Ok(d)
 }

@@ -1,7 +1,8 @@
 //! The agent's http deploy as a process, against a file-backed disk and a
 //! small range-capable HTTP server on loopback serving the committed demo
 //! image (agent/src/image/fixtures). Asserts bytes on the disk, `sgdisk -v`,
-//! `e2fsck -fn`, and the errors for bad input.
+//! `e2fsck -fn`, the errors for bad input, and the reports the agent POSTs
+//! to the same server.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -10,18 +11,44 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use drover_agent::report::{Phase, Report};
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/image/fixtures");
 const MIB: u64 = 1 << 20;
 
 /// Serves `root` as `/images/...`: GET with `Range: bytes=a-b`. The first
 /// `fail_payload` payload requests get a 503 (a server hiccup to survive).
+/// Reports are recorded and answered 204.
 fn serve(root: PathBuf, fail_payload: usize) -> (u16, Arc<AtomicUsize>) {
+    let (port, counter, _) = serve_reports(root, fail_payload, |_| (204, ""));
+    (port, counter)
+}
+
+/// A report the server received.
+struct Post {
+    path: String,
+    auth: Option<String>,
+    report: Report,
+    at: Instant,
+}
+
+type Posts = Arc<Mutex<Vec<Post>>>;
+
+/// [`serve`], answering each report as `answer` says.
+fn serve_reports(
+    root: PathBuf,
+    fail_payload: usize,
+    answer: fn(&Report) -> (u16, &'static str),
+) -> (u16, Arc<AtomicUsize>, Posts) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     let payload_requests = Arc::new(AtomicUsize::new(0));
     let counter = payload_requests.clone();
+    let posts = Posts::default();
+    let record = posts.clone();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
@@ -32,6 +59,30 @@ fn serve(root: PathBuf, fail_payload: usize) -> (u16, Arc<AtomicUsize>) {
             }
             let head = String::from_utf8_lossy(&head).into_owned();
             let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+            if head.starts_with("POST ") {
+                let header = |name: &str| {
+                    head.lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .map(|v| v.trim().to_string())
+                };
+                let len = header("Content-Length:").map_or(0, |l| l.parse().unwrap());
+                let mut body = vec![0u8; len];
+                let _ = s.read_exact(&mut body);
+                let report = Report::from_json(&body).expect("the agent sends valid reports");
+                let (status, text) = answer(&report);
+                record.lock().unwrap().push(Post {
+                    path,
+                    auth: header("Authorization:"),
+                    report,
+                    at: Instant::now(),
+                });
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{text}",
+                    text.len()
+                );
+                continue;
+            }
             let file = root.join(path.trim_start_matches("/images/"));
             let range = head
                 .lines()
@@ -67,7 +118,7 @@ fn serve(root: PathBuf, fail_payload: usize) -> (u16, Arc<AtomicUsize>) {
             let _ = s.write_all(&resp);
         }
     });
-    (port, payload_requests)
+    (port, payload_requests, posts)
 }
 
 /// A copy of the demo image store, to tamper with.
@@ -88,6 +139,11 @@ fn blank_disk(dir: &Path, size: u64) -> PathBuf {
 }
 
 fn agent(port: u16, extra: &str, disk: &Path, key: &Path) -> (i32, String) {
+    agent_with(port, extra, disk, key, &[])
+}
+
+/// [`agent`] with more arguments to `drover-agent run`.
+fn agent_with(port: u16, extra: &str, disk: &Path, key: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_drover-agent"))
         .args(["run", "--cmdline"])
         .arg(format!(
@@ -97,6 +153,7 @@ fn agent(port: u16, extra: &str, disk: &Path, key: &Path) -> (i32, String) {
         .arg(disk)
         .arg("--key")
         .arg(key)
+        .args(args)
         .output()
         .unwrap();
     let text =
@@ -277,4 +334,247 @@ fn small_disks_and_missing_images_are_clear_errors() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("404 Not Found: no such image"), "{text}");
+}
+
+const MAC: &str = "52:54:00:12:34:56";
+/// The same MAC as the kernel command line's `BOOTIF=`.
+const REPORTS_ON: &str = "deploy.token=tok-1 BOOTIF=01-52-54-00-12-34-56";
+
+fn reports(posts: &Posts) -> Vec<Report> {
+    posts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.report.clone())
+        .collect()
+}
+
+fn demo_manifest(store: &Path) -> drover_agent::image::Manifest {
+    drover_agent::image::Manifest::parse(&fs::read(store.join("demo/1/manifest.json")).unwrap())
+        .unwrap()
+}
+
+/// Where `needle` is in the console text, which must hold it.
+fn line_at(text: &str, needle: &str) -> usize {
+    text.find(needle)
+        .unwrap_or_else(|| panic!("no {needle:?} in:\n{text}"))
+}
+
+#[test]
+fn a_deploy_reports_its_phases_progress_and_success() {
+    let s = store();
+    let (port, _, posts) = serve_reports(s.path().to_path_buf(), 0, |_| (204, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let disk = blank_disk(dir.path(), 80 * MIB);
+    // The MAC from --mac, not BOOTIF.
+    let (code, text) = agent_with(
+        port,
+        "deploy.token=tok-1",
+        &disk,
+        &test_key(),
+        &["--mac", MAC],
+    );
+    assert_eq!(code, 0, "{text}");
+    let recorded = format!("drover: report: success recorded by http://127.0.0.1:{port}\n");
+    assert!(
+        line_at(&text, "drover: deployed demo@1 to ") < line_at(&text, &recorded),
+        "{text}"
+    );
+
+    for p in posts.lock().unwrap().iter() {
+        assert_eq!(p.path, format!("/api/v1/nodes/{MAC}/report"));
+        assert_eq!(p.auth.as_deref(), Some("Bearer tok-1"));
+    }
+    let got = reports(&posts);
+    let phases: Vec<Phase> = got
+        .iter()
+        .filter_map(|r| match r {
+            Report::Phase { phase, .. } => Some(*phase),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(phases, Phase::ALL, "{got:#?}");
+
+    // Progress: during the write phase only, growing to its total, which is
+    // every partition's content.
+    let m = demo_manifest(s.path());
+    let total: u64 = m
+        .disk
+        .partitions
+        .iter()
+        .filter_map(|p| p.content.as_ref())
+        .map(|c| c.size)
+        .sum();
+    let at = |want: Phase| {
+        got.iter()
+            .position(|r| matches!(r, Report::Phase { phase, .. } if *phase == want))
+            .unwrap()
+    };
+    let progress: Vec<(usize, u64, u64)> = got
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            Report::Progress { done, total } => Some((i, *done, *total)),
+            _ => None,
+        })
+        .collect();
+    assert!(!progress.is_empty(), "{got:#?}");
+    for &(i, _, t) in &progress {
+        assert!(at(Phase::Write) < i && i < at(Phase::Verify), "{got:#?}");
+        assert_eq!(t, total);
+    }
+    assert!(
+        progress.windows(2).all(|w| w[0].1 <= w[1].1),
+        "{progress:?}"
+    );
+    assert_eq!(progress.last().unwrap().1, total);
+
+    // Last, the success, with the signed manifest's payload hash.
+    let Some(Report::Success {
+        image,
+        disk: on,
+        payload_sha256,
+        bytes_written,
+        ..
+    }) = got.last()
+    else {
+        panic!("no success last: {got:#?}")
+    };
+    assert_eq!(image, "demo@1");
+    assert_eq!(on, &disk.display().to_string());
+    assert_eq!(payload_sha256, &m.payload.sha256.to_string());
+    assert_eq!(*bytes_written, total);
+}
+
+#[test]
+fn failed_deploys_report_the_phase_and_the_error() {
+    let s = store();
+    let payload = s.path().join("demo/1/payload");
+    let mut p = fs::read(&payload).unwrap();
+    let m = demo_manifest(s.path());
+    p[m.chunks[3].offset as usize + 5] ^= 0x40;
+    fs::write(&payload, p).unwrap();
+    let (port, _, posts) = serve_reports(s.path().to_path_buf(), 0, |_| (204, ""));
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("", 80 * MIB, Phase::Write, "chunk 3"),
+        (
+            "deploy.image=nosuch@1",
+            80 * MIB,
+            Phase::Manifest,
+            "404 Not Found: no such image",
+        ),
+        ("", 8 * MIB, Phase::Disk, "is too small for demo@1"),
+    ];
+    for (extra, size, phase, error) in cases {
+        posts.lock().unwrap().clear();
+        let disk = blank_disk(dir.path(), size);
+        let (code, text) = agent(port, &format!("{REPORTS_ON} {extra}"), &disk, &test_key());
+        assert_eq!(code, 1, "{text}");
+        // The operator reads the error first; the report follows.
+        assert!(
+            line_at(&text, "drover: error: ")
+                < line_at(&text, "drover: report: failure recorded by"),
+            "{text}"
+        );
+        let got = reports(&posts);
+        match got.last() {
+            Some(Report::Failure { phase: p, error: e }) => {
+                assert_eq!(*p, phase, "{e}");
+                assert!(e.contains(error), "{e}");
+                // The full chain, as on the console.
+                assert!(text.contains(&format!("drover: error: {e}\n")), "{text}");
+            }
+            other => panic!("{other:?} instead of a failure; {got:#?}"),
+        }
+        assert!(!got.iter().any(|r| matches!(r, Report::Success { .. })));
+    }
+}
+
+#[test]
+fn a_refused_success_does_not_fail_the_deploy() {
+    let s = store();
+    let (port, _, posts) = serve_reports(s.path().to_path_buf(), 0, |r| match r {
+        Report::Success { .. } => (401, "unknown token for this node\n"),
+        _ => (204, ""),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let disk = blank_disk(dir.path(), 80 * MIB);
+    let (code, text) = agent(port, REPORTS_ON, &disk, &test_key());
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("report: server refused the success report: ")
+            && text.contains("answered 401 X: unknown token for this node"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the server did not record this deploy; at the next netboot it will offer the deploy again"),
+        "{text}"
+    );
+    let successes = reports(&posts)
+        .iter()
+        .filter(|r| matches!(r, Report::Success { .. }))
+        .count();
+    assert_eq!(successes, 1, "a refusal is not retried");
+}
+
+#[test]
+fn a_broken_report_server_costs_the_deadline_and_no_more() {
+    let s = store();
+    // Images are served; reports all get a 503.
+    let (port, _, posts) = serve_reports(s.path().to_path_buf(), 0, |_| (503, "busy"));
+    let dir = tempfile::tempdir().unwrap();
+    let disk = blank_disk(dir.path(), 80 * MIB);
+    let (code, text) = agent_with(
+        port,
+        REPORTS_ON,
+        &disk,
+        &test_key(),
+        &["--report-deadline", "2"],
+    );
+    let ended = Instant::now();
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("report: the success report was not delivered: "),
+        "{text}"
+    );
+    assert!(text.contains("did not record this deploy"), "{text}");
+    let posts = posts.lock().unwrap();
+    let tries: Vec<Instant> = posts
+        .iter()
+        .filter(|p| matches!(p.report, Report::Success { .. }))
+        .map(|p| p.at)
+        .collect();
+    assert!(tries.len() >= 2, "retried: {text}");
+    let waited = ended - tries[0];
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+}
+
+#[test]
+fn a_server_that_is_gone_ends_the_failed_deploy_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = blank_disk(dir.path(), 8 * MIB);
+    let started = Instant::now();
+    // Port 1 on loopback: nothing listens, for images or reports.
+    let (code, text) = agent_with(
+        1,
+        REPORTS_ON,
+        &disk,
+        &test_key(),
+        &["--report-deadline", "1"],
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("report: the failure report was not delivered: ")
+            && text.contains("connecting to 127.0.0.1:1"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -9,7 +9,7 @@
 //! wipes it again: a partial install is never bootable.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use crate::disk::{self, extract, mkfs, partition, raw, PartTarget};
 use crate::image::{
     ChunkSource, ContentKind, Filesystem, Manifest, PartSize, SourceProgress, SourceReader,
 };
+use crate::report::{Phase, Reporter};
 
 /// Where and how to write.
 pub struct Target<'a> {
@@ -32,6 +33,8 @@ pub struct Target<'a> {
     pub seed: &'a [u8],
     /// Scratch space for process mode's tar staging.
     pub scratch: &'a Path,
+    /// Phases from partitioning on, and the progress of the payload.
+    pub report: &'a Reporter,
 }
 
 /// What was written.
@@ -81,6 +84,13 @@ pub fn apply(m: &Manifest, t: &Target, src: &mut dyn ChunkSource) -> Result<Writ
             })
             .collect(),
     };
+    t.report.phase(
+        Phase::Partition,
+        format!(
+            "{d}: writing a GPT with {} partitions",
+            layout.partitions.len()
+        ),
+    );
     // Boot code comes last, once everything verified.
     let opts = partition::WriteOptions {
         sector_size,
@@ -104,10 +114,31 @@ pub fn apply(m: &Manifest, t: &Target, src: &mut dyn ChunkSource) -> Result<Writ
             )?;
         }
         let targets = partition::targets(t.disk, &table)?;
+        let total = content_total(m);
+        t.report.phase(
+            Phase::Write,
+            format!(
+                "writing {} into {} partitions",
+                disk::human_size(total),
+                targets.len()
+            ),
+        );
         let mut written = Written::default();
         for (i, target) in targets.iter().enumerate() {
             fill(m, t, i, target, block, src, &mut written)?;
+            t.report.progress(written.bytes, total);
         }
+        // Each chunk was checked against the signed table, raw writes were
+        // read back and tar entry counts compared as they were written:
+        // this phase only marks that all of it passed.
+        t.report.phase(
+            Phase::Verify,
+            format!(
+                "{} written and checked: chunk hashes, read-back, entry counts",
+                disk::human_size(written.bytes)
+            ),
+        );
+        t.report.phase(Phase::Finish, "boot code, sync");
         if let Some(code) = &m.disk.bios_boot_code {
             partition::write_boot_code(t.disk, &code.0).context("writing the BIOS boot code")?;
         }
@@ -160,11 +191,14 @@ fn fill(
             let w = raw::RawWriter::open(target, true)?;
             let mut progress = SourceProgress::new(m, i)?;
             let mut failures = 0;
+            let (before, total) = (written.bytes, content_total(m));
             loop {
                 let r = crate::image::stream_source(m, &mut progress, src, |off, data| {
                     w.write_chunk(off, data)?;
                     // Read back what landed: a lying disk fails here, not at boot.
-                    w.verify_chunk(off, data.len() as u64, &disk::sha256(data))
+                    w.verify_chunk(off, data.len() as u64, &disk::sha256(data))?;
+                    t.report.progress(before + off + data.len() as u64, total);
+                    Ok(())
                 });
                 match r {
                     Ok(()) => break,
@@ -197,7 +231,7 @@ fn fill(
                     "vfat"
                 };
                 let mount = disk::mount::Mount::new(&target.path, &dir, fstype)?;
-                let stats = extract_source(m, i, src, mount.path())?;
+                let stats = extract_source(m, t, i, src, mount.path(), written.bytes)?;
                 mount.finish()?;
                 stats
             } else {
@@ -210,7 +244,7 @@ fn fill(
                 let dir = t.scratch.join(format!("tree-{}", i + 1));
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("creating {}", dir.display()))?;
-                let stats = extract_source(m, i, src, &dir)?;
+                let stats = extract_source(m, t, i, src, &dir, written.bytes)?;
                 mkfs::ext4_from_dir(t.root, target, &spec(kind), &dir)?;
                 std::fs::remove_dir_all(&dir)
                     .with_context(|| format!("removing {}", dir.display()))?;
@@ -243,19 +277,56 @@ fn fill(
 
 /// Stream a tar source into `dir`, then finish the source so its hash is
 /// checked even though tar stops reading at its end-of-archive blocks.
+/// `before`: payload bytes written by earlier partitions, for the progress.
 fn extract_source(
     m: &Manifest,
+    t: &Target,
     i: usize,
     src: &mut dyn ChunkSource,
     dir: &Path,
+    before: u64,
 ) -> Result<extract::Stats> {
     let name = m.partition_name(i);
-    let mut reader = SourceReader::new(m, i, src)?;
+    let total = content_total(m);
+    let mut reader = Progressing {
+        reader: SourceReader::new(m, i, src)?,
+        on_consumed: &|done| t.report.progress(before + done, total),
+    };
     let stats = extract::extract(&mut reader, dir).with_context(|| format!("extracting {name}"))?;
     reader
+        .reader
         .finish()
         .with_context(|| format!("checking {name}"))?;
     Ok(stats)
+}
+
+/// A tar source that tells how much of it the extractor has consumed:
+/// when it asks for the next chunk, it has taken every byte before it.
+struct Progressing<'a, 'b> {
+    reader: SourceReader<'a>,
+    on_consumed: &'b dyn Fn(u64),
+}
+
+impl Read for Progressing<'_, '_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let before = self.reader.progress().offset();
+        let n = self.reader.read(out)?;
+        if self.reader.progress().offset() != before {
+            (self.on_consumed)(before);
+        }
+        Ok(n)
+    }
+}
+
+/// The uncompressed size of every partition's content: what the progress
+/// counts to.
+fn content_total(m: &Manifest) -> u64 {
+    m.disk
+        .partitions
+        .iter()
+        .filter_map(|p| p.content.as_ref())
+        .map(|c| c.size)
+        .sum()
 }
 
 /// Filesystem labels are shorter than GPT names: ext4 16 bytes, FAT 11

@@ -14,6 +14,7 @@ use kernel_cmdline::{MacAddr, Mode, Options, PublicKey};
 use crate::disk;
 use crate::fetch::Client;
 use crate::image::{Manifest, PAYLOAD_FILE};
+use crate::report::{Phase, Reporter};
 use http_source::HttpSource;
 use trust::Trust;
 
@@ -38,8 +39,8 @@ pub struct Deployed {
     pub written: apply::Written,
 }
 
-/// Deploy as the options say.
-pub fn run(opts: &Options, env: &Env) -> Result<Deployed> {
+/// Deploy as the options say, reporting each phase and the progress.
+pub fn run(opts: &Options, env: &Env, report: &Reporter) -> Result<Deployed> {
     if opts.mode != Mode::Http {
         bail!(
             "deploy.mode={} is not implemented in agent {} yet (only http is); use deploy.mode=http",
@@ -51,6 +52,10 @@ pub fn run(opts: &Options, env: &Env) -> Result<Deployed> {
         key: opts.key.or(env.key),
         insecure: opts.insecure,
     };
+    report.phase(
+        Phase::Manifest,
+        format!("fetching the manifest of {}", opts.image),
+    );
     // The first server that hands over a trustworthy manifest serves the payload.
     let mut errors = Vec::new();
     let (client, manifest) = opts
@@ -85,6 +90,13 @@ pub fn run(opts: &Options, env: &Env) -> Result<Deployed> {
         manifest.chunks.len()
     );
 
+    report.phase(
+        Phase::Disk,
+        format!(
+            "{image}: needs a disk of at least {}",
+            disk::human_size(manifest.disk.min_size)
+        ),
+    );
     let disk_path = match &env.disk {
         Some(p) => p.clone(),
         None => {
@@ -120,6 +132,7 @@ pub fn run(opts: &Options, env: &Env) -> Result<Deployed> {
         wipe: opts.wipe,
         seed: &seed,
         scratch: &scratch,
+        report,
     };
     let written = apply::apply(&manifest, &target, &mut source);
     let _ = std::fs::remove_dir_all(&scratch);
