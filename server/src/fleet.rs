@@ -76,7 +76,7 @@ pub struct Fleet {
 }
 
 /// Make the state directory (mode 0700: it holds the admin token) if missing.
-pub fn create_state_dir(dir: &Path) -> anyhow::Result<()> {
+fn create_state_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -90,17 +90,12 @@ impl Fleet {
     pub fn open(config: &Config) -> anyhow::Result<Fleet> {
         create_state_dir(&config.state)?;
         let db = Db::open(&config.state.join(DB_FILE))?;
-        Ok(Fleet::new(db, config))
-    }
-
-    /// The fleet stored in `db`, under `config`.
-    pub fn new(db: Db, config: &Config) -> Fleet {
-        Fleet {
+        Ok(Fleet {
             db,
             store: config.store.clone().map(Store::new),
             auto_register: config.auto_register.clone(),
             default_wipe: config.deploy.wipe,
-        }
+        })
     }
 
     /// Node `mac` asks for its boot entry (`via`: iPXE or PXELINUX).

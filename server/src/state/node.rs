@@ -214,11 +214,6 @@ impl Node {
         }
     }
 
-    /// The name if it has one, else the MAC: how messages refer to it.
-    pub fn label(&self) -> &str {
-        self.name.as_deref().unwrap_or(&self.mac)
-    }
-
     fn clear_progress(&mut self) {
         self.phase = None;
         self.bytes_done = 0;
