@@ -81,6 +81,7 @@ fn phases(cmdline: &str, reporter: &mut Reporter) -> Result<Action> {
         root: "/".into(),
         key: run::baked_in_key(std::path::Path::new("/"))?,
         mac,
+        patience: deploy::PATIENCE,
     };
     run::deploy(&opts, &env, reporter)?;
     Ok(opts.reboot.into())

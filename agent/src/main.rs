@@ -47,6 +47,10 @@ struct Run {
     /// (default 60)
     #[argh(option, default = "60")]
     report_deadline: u64,
+    /// how long to keep trying when no server can be reached for the
+    /// manifest, in seconds (default 60, as on a node)
+    #[argh(option, default = "60")]
+    server_patience: u64,
 }
 
 fn main() -> ExitCode {
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         disk: r.disk,
         key: r.key,
         mac: r.mac,
+        patience: Duration::from_secs(r.server_patience),
         report: report::Settings {
             deadline: Duration::from_secs(r.report_deadline),
             ..report::Settings::default()

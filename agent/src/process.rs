@@ -27,6 +27,8 @@ pub struct Job {
     pub mac: Option<MacAddr>,
     /// How reports are sent.
     pub report: report::Settings,
+    /// How long to keep trying to reach a server for the manifest.
+    pub patience: std::time::Duration,
 }
 
 /// Run the deploy phases as PID 1 would: print an error once, report it,
@@ -74,6 +76,7 @@ fn deploy(job: &Job, opts: &Options, reporter: &Reporter) -> Result<()> {
         root: "/".into(),
         key,
         mac: job.mac.or(opts.bootif),
+        patience: job.patience,
     };
     run::deploy(opts, &env, reporter)?;
     Ok(())

@@ -43,7 +43,21 @@ fn serve_reports(
     fail_payload: usize,
     answer: fn(&Report) -> (u16, &'static str),
 ) -> (u16, Arc<AtomicUsize>, Posts) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    serve_on(
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        root,
+        fail_payload,
+        answer,
+    )
+}
+
+/// [`serve_reports`] on a given listener.
+fn serve_on(
+    l: TcpListener,
+    root: PathBuf,
+    fail_payload: usize,
+    answer: fn(&Report) -> (u16, &'static str),
+) -> (u16, Arc<AtomicUsize>, Posts) {
     let port = l.local_addr().unwrap().port();
     let payload_requests = Arc::new(AtomicUsize::new(0));
     let counter = payload_requests.clone();
@@ -564,7 +578,7 @@ fn a_server_that_is_gone_ends_the_failed_deploy_at_the_deadline() {
         REPORTS_ON,
         &disk,
         &test_key(),
-        &["--report-deadline", "1"],
+        &["--report-deadline", "1", "--server-patience", "0"],
     );
     assert_eq!(code, 1, "{text}");
     assert!(
@@ -577,4 +591,61 @@ fn a_server_that_is_gone_ends_the_failed_deploy_at_the_deadline() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn a_server_that_comes_up_late_is_waited_for() {
+    let s = store();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = blank_disk(dir.path(), 80 * MIB);
+    // A free port, with nothing listening on it for the first 2 seconds:
+    // the server is restarting while the node boots.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let root = s.path().to_path_buf();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        serve_on(
+            TcpListener::bind(("127.0.0.1", port)).unwrap(),
+            root,
+            0,
+            |_| (204, ""),
+        );
+    });
+    let (code, text) = agent_with(port, "", &disk, &test_key(), &["--server-patience", "30"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("no server reachable; trying again in 1s"),
+        "{text}"
+    );
+    assert!(text.contains("drover: deployed demo@1 to "), "{text}");
+}
+
+#[test]
+fn a_refusal_is_not_retried() {
+    let s = store();
+    let (port, _) = serve(s.path().to_path_buf(), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let disk = blank_disk(dir.path(), 64 * MIB);
+    let started = Instant::now();
+    // A 404 for demo@2 is an answer, not an outage: no waiting.
+    let out = Command::new(env!("CARGO_BIN_EXE_drover-agent"))
+        .args(["run", "--cmdline"])
+        .arg(format!(
+            "deploy.server=http://127.0.0.1:{port} deploy.image=demo@2"
+        ))
+        .arg("--disk")
+        .arg(&disk)
+        .arg("--key")
+        .arg(test_key())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("server answered 404"), "{text}");
+    assert!(!text.contains("trying again"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(10));
 }

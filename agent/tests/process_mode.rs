@@ -69,6 +69,8 @@ fn unreachable_server_is_a_clear_error() {
         cmdline.path().to_str().unwrap(),
         "--disk",
         disk.path().to_str().unwrap(),
+        "--server-patience",
+        "0",
     ]);
     assert_eq!(code, 1, "{text}");
     assert!(

@@ -28,6 +28,9 @@ pub struct Env {
     pub key: Option<PublicKey>,
     /// This node's MAC, seeding the disk's UUIDs.
     pub mac: Option<MacAddr>,
+    /// How long to keep trying when no server can be reached for the
+    /// manifest ([`PATIENCE`] on a node).
+    pub patience: std::time::Duration,
 }
 
 /// What was deployed, for the console and the report.
@@ -56,32 +59,7 @@ pub fn run(opts: &Options, env: &Env, report: &Reporter) -> Result<Deployed> {
         Phase::Manifest,
         format!("fetching the manifest of {}", opts.image),
     );
-    // The first server that hands over a trustworthy manifest serves the payload.
-    let mut errors = Vec::new();
-    let (client, manifest) = opts
-        .servers
-        .iter()
-        .find_map(|s| {
-            let mut client = Client::new(s.clone());
-            client.token = opts.token.clone();
-            let got = trust::resolve_version(&client, &opts.image)
-                .and_then(|v| trust::fetch_manifest(&client, &opts.image.name, &v, trust));
-            match got {
-                Ok(m) => Some((client, m)),
-                Err(e) => {
-                    log::warn!("server {s}: {e:#}");
-                    errors.push(format!("{s}: {e:#}"));
-                    None
-                }
-            }
-        })
-        .with_context(|| {
-            format!(
-                "no server could provide {}: {}",
-                opts.image,
-                errors.join("; ")
-            )
-        })?;
+    let (client, manifest) = first_manifest(opts, trust, env.patience)?;
     let image = format!("{}@{}", manifest.name, manifest.version);
     log::info!(
         "image {image}: {} partitions, payload {} in {} chunks",
@@ -144,6 +122,65 @@ pub fn run(opts: &Options, env: &Env, report: &Reporter) -> Result<Deployed> {
         payload_sha256: manifest.payload.sha256.to_string(),
         written,
     })
+}
+
+/// How long a node keeps trying to reach a server for the manifest: a
+/// node that boots while its server restarts still deploys.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits between rounds over the servers while none can be reached,
+/// seconds; the last repeats.
+const MANIFEST_BACKOFF: &[u64] = &[1, 2, 4, 8, 15];
+
+/// The first server that hands over a trustworthy manifest serves the
+/// payload. When every server failed only for transient reasons
+/// (unreachable, connection broken, 5xx), try them all again after a
+/// pause; a refusal (4xx, a bad signature) is final at once.
+fn first_manifest(
+    opts: &Options,
+    trust: Trust,
+    patience: std::time::Duration,
+) -> Result<(Client, Manifest)> {
+    let started = std::time::Instant::now();
+    let mut round = 0;
+    loop {
+        let mut errors = Vec::new();
+        let mut transient = true;
+        for s in &opts.servers {
+            let mut client = Client::new(s.clone());
+            client.token = opts.token.clone();
+            let got = trust::resolve_version(&client, &opts.image)
+                .and_then(|v| trust::fetch_manifest(&client, &opts.image.name, &v, trust));
+            match got {
+                Ok(m) => return Ok((client, m)),
+                Err(e) => {
+                    log::warn!("server {s}: {e:#}");
+                    transient &= crate::fetch::is_transient(&e);
+                    errors.push(format!("{s}: {e:#}"));
+                }
+            }
+        }
+        let wait =
+            std::time::Duration::from_secs(MANIFEST_BACKOFF[round.min(MANIFEST_BACKOFF.len() - 1)]);
+        round += 1;
+        match started.elapsed() + wait {
+            spent if transient && spent <= patience => {
+                log::info!("no server reachable; trying again in {}s", wait.as_secs());
+                std::thread::sleep(wait);
+            }
+            _ => {
+                let retried = match started.elapsed().as_secs() {
+                    0 => String::new(),
+                    s => format!(" (retried for {s}s)"),
+                };
+                bail!(
+                    "no server could provide {}{retried}: {}",
+                    opts.image,
+                    errors.join("; ")
+                )
+            }
+        }
+    }
 }
 
 /// Reproducible identity for this node's copy of the image: the same image

@@ -216,18 +216,37 @@ fn expect(r: &Response, status: u16, url: &str) -> Result<()> {
         let text = String::from_utf8_lossy(&r.body[..r.body.len().min(200)])
             .trim()
             .to_string();
-        bail!(
-            "{url}: server answered {} {}{}",
-            r.head.status,
-            r.head.reason,
-            if text.is_empty() {
-                String::new()
-            } else {
-                format!(": {text}")
-            }
-        );
+        return Err(StatusError {
+            url: url.to_owned(),
+            status: r.head.status,
+            reason: r.head.reason.clone(),
+            text,
+        }
+        .into());
     }
     Ok(())
+}
+
+/// The server answered, but not with the status expected.
+#[derive(Debug, thiserror::Error)]
+#[error("{url}: server answered {status} {reason}{}", if text.is_empty() { String::new() } else { format!(": {text}") })]
+pub struct StatusError {
+    pub url: String,
+    pub status: u16,
+    pub reason: String,
+    /// The start of the body: servers say why there.
+    pub text: String,
+}
+
+/// Whether asking again later may help: the server could not be reached,
+/// the connection broke or timed out, or it answered 5xx. A 4xx, a bad
+/// signature or a malformed manifest are final.
+pub fn is_transient(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some()
+            || c.downcast_ref::<StatusError>()
+                .is_some_and(|s| s.status >= 500)
+    })
 }
 
 #[cfg(test)]

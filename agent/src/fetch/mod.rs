@@ -3,4 +3,4 @@
 pub mod client;
 pub mod response;
 
-pub use client::{Client, Response};
+pub use client::{is_transient, Client, Response, StatusError};
