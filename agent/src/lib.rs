@@ -4,6 +4,7 @@
 //! workstation or in tests it runs as an ordinary process against a
 //! file-backed disk ([`process::run`]). Both share the phases in [`run`].
 
+pub mod chain;
 pub mod console;
 pub mod deploy;
 pub mod disk;

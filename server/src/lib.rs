@@ -13,6 +13,7 @@ pub mod admin_routes;
 pub mod api;
 pub mod boot;
 pub mod byte_range;
+pub mod chain;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -1,0 +1,220 @@
+//! A relay node's listener: every downstream gets its own thread, which
+//! reads HELLO, checks the session and that the replay buffer still holds
+//! the chunk asked for, then sends chunks from the buffer as they arrive —
+//! never waiting for the local disk, only for the upstream. A downstream
+//! that falls behind the buffer is refused (`TooOld`) and asks the
+//! coordinator for another upstream; one that stops reading is dropped
+//! after the I/O timeout. Neither slows this node or its other
+//! downstreams.
+
+use std::io::{Read as _, Write as _};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::frame::{self, Frame, Refuse, RefuseCode, CONTROL_LIMIT};
+use super::relay::{Downstream, Shared};
+use super::ring::Slot;
+
+/// Accept downstreams until the node stops.
+pub(crate) fn listen_loop(sh: Arc<Shared>, listener: TcpListener) {
+    // Non-blocking accept, polled: the loop notices a stop without a
+    // connection to wake it.
+    if let Err(e) = listener.set_nonblocking(true) {
+        log::error!("chain: listener: {e}");
+        return;
+    }
+    loop {
+        if sh.lock().stop.is_some() {
+            return;
+        }
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                let sh = sh.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("chain-downstream".into())
+                    .spawn(move || serve_one(&sh, stream, peer));
+                if let Err(e) = spawned {
+                    log::warn!("chain: no thread for downstream {peer}: {e}");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                log::warn!("chain: accepting a downstream: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn refuse(mut s: &TcpStream, code: RefuseCode, oldest: u32, message: String) {
+    log::info!("chain: refusing a downstream: {message}");
+    let f = Frame::Refuse(Refuse {
+        code,
+        oldest,
+        message,
+    });
+    let _ = s.write_all(&f.encode());
+    let _ = s.shutdown(Shutdown::Write);
+}
+
+/// Serve one downstream connection to its end.
+fn serve_one(sh: &Shared, stream: TcpStream, peer: SocketAddr) {
+    let setup = stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_read_timeout(Some(sh.cfg.io_timeout)))
+        .and_then(|()| stream.set_write_timeout(Some(sh.cfg.io_timeout)))
+        .and_then(|()| stream.set_nodelay(true))
+        .and_then(|()| stream.try_clone());
+    let Ok(handle) = setup else {
+        return;
+    };
+    // Only a HELLO is read from a downstream, under the control limit.
+    let hello = match frame::read_frame(&mut &stream, CONTROL_LIMIT) {
+        Ok(Frame::Hello(h)) => h,
+        Ok(_) => return refuse(&stream, RefuseCode::BadHello, 0, "expected HELLO".into()),
+        Err(e) => {
+            let msg = format!("{peer}: bad HELLO: {:#}", anyhow::Error::from(e));
+            return refuse(&stream, RefuseCode::BadHello, 0, msg);
+        }
+    };
+    if hello.session != sh.session {
+        let msg = format!("this node serves {}, not {}", sh.session, hello.session);
+        return refuse(&stream, RefuseCode::UnknownSession, 0, msg);
+    }
+    if hello.want > sh.total {
+        let msg = format!("chunk {} is past the end ({})", hello.want, sh.total);
+        return refuse(&stream, RefuseCode::BadHello, 0, msg);
+    }
+    let id = {
+        let mut st = sh.lock();
+        if st.stop.is_some() {
+            drop(st);
+            return refuse(
+                &stream,
+                RefuseCode::Leaving,
+                0,
+                "this node is leaving".into(),
+            );
+        }
+        if let Slot::Evicted { oldest } = st.ring.get(hello.want) {
+            drop(st);
+            let msg = format!(
+                "{}: chunk {} is no longer in the replay buffer (oldest {oldest})",
+                hello.mac, hello.want
+            );
+            return refuse(&stream, RefuseCode::TooOld, oldest, msg);
+        }
+        // A reconnecting downstream replaces its old connection.
+        st.downstreams.retain(|d| {
+            let same = d.mac == hello.mac;
+            if same {
+                let _ = d.stream.shutdown(Shutdown::Both);
+            }
+            !same
+        });
+        if st.downstreams.len() >= sh.cfg.max_downstreams {
+            drop(st);
+            let msg = format!("already serving {} downstreams", sh.cfg.max_downstreams);
+            return refuse(&stream, RefuseCode::Busy, 0, msg);
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        st.downstreams.push(Downstream {
+            id,
+            mac: hello.mac,
+            stream: handle,
+            pos: hello.want,
+        });
+        st.stats.downstreams = st.downstreams.len() as u32;
+        id
+    };
+    log::info!(
+        "chain: serving {} ({peer}) from chunk {}",
+        hello.mac,
+        hello.want
+    );
+    let end = send(sh, &stream, id, hello.want);
+    if end.is_ok() {
+        // Let the downstream close first, so nothing sent is lost to a reset.
+        let _ = stream.shutdown(Shutdown::Write);
+        let deadline = Instant::now() + sh.cfg.io_timeout;
+        let mut sink = [0u8; 64];
+        while Instant::now() < deadline {
+            match (&stream).read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    } else if let Err(e) = end {
+        log::info!("chain: downstream {} ({peer}): {e}", hello.mac);
+    }
+    let mut st = sh.lock();
+    st.downstreams.retain(|d| d.id != id);
+    st.stats.downstreams = st.downstreams.len() as u32;
+    sh.cond.notify_all();
+}
+
+/// Send chunks `pos..` as they arrive. `Ok` once the last was sent.
+fn send(sh: &Shared, mut stream: &TcpStream, id: u64, mut pos: u32) -> Result<(), String> {
+    let welcome = Frame::Welcome {
+        start: pos,
+        total: sh.total,
+    };
+    stream
+        .write_all(&welcome.encode())
+        .map_err(|e| e.to_string())?;
+    while pos < sh.total {
+        let step = {
+            let mut st = sh.lock();
+            let started = Instant::now();
+            loop {
+                if st.stop.is_some() {
+                    return Err("this node stopped".into());
+                }
+                let Some(me) = st.downstreams.iter_mut().find(|d| d.id == id) else {
+                    return Err("replaced by a newer connection".into());
+                };
+                me.pos = pos;
+                match st.ring.get(pos) {
+                    Slot::NotYet if started.elapsed() < sh.cfg.keepalive => {
+                        st = sh.wait(st, sh.cfg.keepalive.saturating_sub(started.elapsed()));
+                    }
+                    Slot::NotYet => break Slot::NotYet,
+                    other => break other,
+                }
+            }
+        };
+        match step {
+            Slot::Have(bytes) => {
+                let sent = match &sh.cfg.forward_tap {
+                    Some(tap) => {
+                        let mut copy = bytes.to_vec();
+                        tap(pos, &mut copy);
+                        frame::write_chunk(&mut stream, pos, &copy)
+                    }
+                    None => frame::write_chunk(&mut stream, pos, &bytes),
+                };
+                sent.map_err(|e| format!("sending chunk {pos}: {e}"))?;
+                pos += 1;
+                sh.lock().stats.forwarded += 1;
+            }
+            Slot::Evicted { oldest } => {
+                let msg = format!("chunk {pos} left the replay buffer (oldest {oldest}) before this downstream took it");
+                refuse(stream, RefuseCode::TooOld, oldest, msg.clone());
+                return Err(msg);
+            }
+            Slot::NotYet => {
+                let have = sh.lock().ring.next();
+                frame::write_frame(&mut stream, &Frame::KeepAlive { have })
+                    .map_err(|e| format!("sending a keep-alive: {e}"))?;
+            }
+        }
+    }
+    if let Some(me) = sh.lock().downstreams.iter_mut().find(|d| d.id == id) {
+        me.pos = pos;
+    }
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! The coordinator: sessions keyed by `NAME@VERSION`, each a
+//! [`Session`](super::topology::Session) behind one lock (held only for
+//! pure, short transitions, never across an await), and a watch channel
+//! per session that wakes long polls when any assignment changed.
+//! Time-based transitions (start on timeout, silence, slow nodes) run on
+//! every request and every 250 ms of every long poll, so no background
+//! task is needed while nodes are connected; [`Coordinator::tick`] is
+//! there for a ticker otherwise.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use drover_agent::chain::api::{Assignment, FailReason, SessionStatus, MAX_WAIT_MS};
+use drover_agent::chain::SessionId;
+use kernel_cmdline::MacAddr;
+use tokio::sync::watch;
+
+use super::lookup::{ChainAuth, ImageLookup};
+use super::topology::{Progress, Session, SessionConfig, Upstream};
+
+/// How the coordinator is set up.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// The head listener as nodes reach it (a routable address).
+    pub head: SocketAddr,
+    /// Policy of sessions created by a node's join.
+    pub defaults: SessionConfig,
+}
+
+/// A request the coordinator will not serve: the HTTP status and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+struct Entry {
+    session: Session,
+    changes: watch::Sender<u64>,
+}
+
+/// See the module documentation.
+pub struct Coordinator {
+    cfg: CoordinatorConfig,
+    auth: Arc<dyn ChainAuth>,
+    images: Arc<dyn ImageLookup>,
+    sessions: Mutex<HashMap<SessionId, Entry>>,
+}
+
+impl Coordinator {
+    pub fn new(
+        cfg: CoordinatorConfig,
+        auth: Arc<dyn ChainAuth>,
+        images: Arc<dyn ImageLookup>,
+    ) -> Arc<Self> {
+        Arc::new(Coordinator {
+            cfg,
+            auth,
+            images,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn auth(&self) -> &dyn ChainAuth {
+        &*self.auth
+    }
+
+    /// The image lookup (the head serves from the same one).
+    pub fn images(&self) -> Arc<dyn ImageLookup> {
+        self.images.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Entry>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Create `id`'s session with `cfg` (e.g. the expected node count of
+    /// a deploy); an existing session keeps its nodes and takes `cfg`.
+    pub async fn open_session(&self, id: &SessionId, cfg: SessionConfig) -> Result<(), ApiError> {
+        let total = self.chunk_count(id).await?;
+        let mut sessions = self.lock();
+        match sessions.get_mut(id) {
+            Some(e) => e.session.cfg = cfg,
+            None => {
+                sessions.insert(id.clone(), new_entry(id, total, cfg));
+            }
+        }
+        Ok(())
+    }
+
+    async fn chunk_count(&self, id: &SessionId) -> Result<u32, ApiError> {
+        let images = self.images.clone();
+        let key = id.clone();
+        let info = tokio::task::spawn_blocking(move || images.image(&key))
+            .await
+            .map_err(|e| ApiError::NotFound(format!("looking up {id}: {e}")))?
+            .map_err(ApiError::NotFound)?;
+        u32::try_from(info.manifest.chunks.len())
+            .map_err(|_| ApiError::BadRequest(format!("{id} has too many chunks")))
+    }
+
+    /// Run `f` on the session (created from the image on first use when
+    /// `create`), publish any change, and answer for `mac`.
+    async fn with_session<R>(
+        &self,
+        id: &SessionId,
+        create: bool,
+        f: impl FnOnce(&mut Session, Instant) -> R,
+    ) -> Result<R, ApiError> {
+        if create && !self.lock().contains_key(id) {
+            let total = self.chunk_count(id).await?;
+            self.lock()
+                .entry(id.clone())
+                .or_insert_with(|| new_entry(id, total, self.cfg.defaults.clone()));
+        }
+        let mut sessions = self.lock();
+        let e = sessions
+            .get_mut(id)
+            .ok_or_else(|| ApiError::NotFound(format!("no chain session {id}")))?;
+        let before = e.session.version;
+        let r = f(&mut e.session, Instant::now());
+        if e.session.version != before {
+            e.changes.send_replace(e.session.version);
+        }
+        Ok(r)
+    }
+
+    /// What `mac` should do, with addresses.
+    fn answer(&self, s: &Session, mac: &MacAddr) -> Result<Assignment, ApiError> {
+        let p = s
+            .placement(mac)
+            .ok_or_else(|| ApiError::NotFound(format!("{mac} has not joined {}", s.id)))?;
+        let upstream = p.upstream.and_then(|u| match u {
+            Upstream::Head => Some(self.cfg.head.to_string()),
+            Upstream::Node(m) => s.node(&m).map(|n| n.listen.to_string()),
+        });
+        Ok(Assignment {
+            session: s.id.to_string(),
+            status: p.status,
+            generation: p.generation,
+            upstream,
+            heartbeat_ms: u32::try_from(s.cfg.heartbeat.as_millis()).unwrap_or(u32::MAX),
+            downstreams_pending: p.downstreams_pending,
+        })
+    }
+
+    pub async fn join(
+        &self,
+        id: &SessionId,
+        mac: MacAddr,
+        listen: SocketAddr,
+        next: u32,
+    ) -> Result<Assignment, ApiError> {
+        self.with_session(id, true, |s, now| {
+            s.join(mac, listen, next, now);
+            self.answer(s, &mac)
+        })
+        .await?
+    }
+
+    /// Record a heartbeat; if the node's assignment is still `generation`,
+    /// hold the answer until it changes or `wait` passes.
+    pub async fn heartbeat(
+        &self,
+        id: &SessionId,
+        mac: MacAddr,
+        generation: u64,
+        progress: Progress,
+        wait: Duration,
+    ) -> Result<Assignment, ApiError> {
+        let deadline = Instant::now() + wait.min(Duration::from_millis(MAX_WAIT_MS.into()));
+        // Subscribed before the first look, so no change is missed.
+        let mut changes = self.subscribe(id);
+        let mut answer = self
+            .with_session(id, false, |s, now| {
+                s.heartbeat(mac, progress, now)
+                    .map_err(|e| ApiError::NotFound(e.to_string()))?;
+                self.answer(s, &mac)
+            })
+            .await??;
+        loop {
+            let now = Instant::now();
+            if answer.generation != generation || now >= deadline {
+                return Ok(answer);
+            }
+            let nap = (deadline - now).min(Duration::from_millis(250));
+            if let Some(rx) = changes.as_mut() {
+                // Woken by a change or the nap's end; either way look again.
+                let _ = tokio::time::timeout(nap, rx.changed()).await;
+            } else {
+                tokio::time::sleep(nap).await;
+            }
+            answer = self
+                .with_session(id, false, |s, now| {
+                    s.tick(now);
+                    self.answer(s, &mac)
+                })
+                .await??;
+        }
+    }
+
+    fn subscribe(&self, id: &SessionId) -> Option<watch::Receiver<u64>> {
+        self.lock().get(id).map(|e| e.changes.subscribe())
+    }
+
+    pub async fn upstream_failed(
+        &self,
+        id: &SessionId,
+        mac: MacAddr,
+        generation: u64,
+        reason: FailReason,
+        want: u32,
+        detail: &str,
+    ) -> Result<Assignment, ApiError> {
+        self.with_session(id, false, |s, now| {
+            s.report(mac, generation, reason, want, detail, now)
+                .map_err(|e| ApiError::NotFound(e.to_string()))?;
+            self.answer(s, &mac)
+        })
+        .await?
+    }
+
+    pub async fn leave(
+        &self,
+        id: &SessionId,
+        mac: MacAddr,
+        complete: bool,
+    ) -> Result<Assignment, ApiError> {
+        self.with_session(id, false, |s, now| {
+            s.leave(mac, complete, now)
+                .map_err(|e| ApiError::NotFound(e.to_string()))?;
+            self.answer(s, &mac)
+        })
+        .await?
+    }
+
+    /// Start `id` now, whoever has joined.
+    pub async fn start(&self, id: &SessionId) -> Result<SessionStatus, ApiError> {
+        self.with_session(id, false, |s, now| {
+            s.start(now);
+            s.status()
+        })
+        .await
+    }
+
+    /// `id`'s session as it stands.
+    pub fn status(&self, id: &SessionId) -> Option<SessionStatus> {
+        self.lock().get(id).map(|e| e.session.status())
+    }
+
+    /// Apply the clock to every session.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        for e in self.lock().values_mut() {
+            let before = e.session.version;
+            e.session.tick(now);
+            if e.session.version != before {
+                e.changes.send_replace(e.session.version);
+            }
+        }
+    }
+}
+
+fn new_entry(id: &SessionId, total: u32, cfg: SessionConfig) -> Entry {
+    log::info!("chain session {id}: {total} chunks, arity {}", cfg.arity);
+    Entry {
+        session: Session::new(id.clone(), total, cfg),
+        changes: watch::channel(0).0,
+    }
+}

@@ -1,0 +1,334 @@
+use super::*;
+
+fn mac(i: u8) -> MacAddr {
+    MacAddr([2, 0, 0, 0, 0, i])
+}
+
+fn cfg(arity: u32) -> SessionConfig {
+    SessionConfig {
+        arity,
+        expected: None,
+        join_timeout: Duration::from_secs(10),
+        heartbeat: Duration::from_secs(1),
+        dead_after: Duration::from_secs(3),
+        slow_after: Duration::from_secs(5),
+        corrupt_strikes: 2,
+    }
+}
+
+/// A session of `n` nodes (MACs 1..=n) joined at `t0` and started.
+fn started(arity: u32, n: u8, t0: Instant) -> Session {
+    let mut s = Session::new("img@1".parse().unwrap(), 100, cfg(arity));
+    for i in 1..=n {
+        s.join(mac(i), format!("10.0.0.{i}:7151").parse().unwrap(), 0, t0);
+    }
+    s.start(t0);
+    s
+}
+
+fn name(u: Option<Upstream>) -> String {
+    match u {
+        None => "-".into(),
+        Some(Upstream::Head) => "head".into(),
+        Some(Upstream::Node(m)) => m.0[5].to_string(),
+    }
+}
+
+/// Each node of the order as `node<-upstream`.
+fn shape(s: &Session) -> Vec<String> {
+    s.order()
+        .iter()
+        .map(|m| format!("{}<-{}", m.0[5], name(s.node(m).unwrap().upstream)))
+        .collect()
+}
+
+fn state(s: &Session, i: u8) -> NodeState {
+    s.node(&mac(i)).unwrap().state
+}
+
+fn beat(s: &mut Session, i: u8, received: u32, oldest: u32, now: Instant) {
+    let p = Progress {
+        received,
+        oldest,
+        written: received,
+        backpressured: false,
+    };
+    s.heartbeat(mac(i), p, now).unwrap();
+}
+
+fn gen(s: &Session, i: u8) -> u64 {
+    s.node(&mac(i)).unwrap().generation
+}
+
+#[test]
+fn shapes_by_arity() {
+    let t = Instant::now();
+    let cases: &[(u32, u8, &[&str])] = &[
+        (1, 4, &["1<-head", "2<-1", "3<-2", "4<-3"]),
+        (
+            2,
+            6,
+            &["1<-head", "2<-head", "3<-1", "4<-1", "5<-2", "6<-2"],
+        ),
+        (
+            3,
+            7,
+            &[
+                "1<-head", "2<-head", "3<-head", "4<-1", "5<-1", "6<-1", "7<-2",
+            ],
+        ),
+        (1, 1, &["1<-head"]),
+    ];
+    for (arity, n, want) in cases {
+        assert_eq!(shape(&started(*arity, *n, t)), *want, "arity {arity}");
+    }
+}
+
+#[test]
+fn start_by_count_timeout_or_command() {
+    let t = Instant::now();
+    let addr: SocketAddr = "10.0.0.9:1".parse().unwrap();
+    // Expected count.
+    let mut s = Session::new(
+        "img@1".parse().unwrap(),
+        10,
+        SessionConfig {
+            expected: Some(3),
+            ..cfg(1)
+        },
+    );
+    s.join(mac(1), addr, 0, t);
+    s.join(mac(2), addr, 0, t);
+    assert!(!s.started);
+    let p = s.placement(&mac(1)).unwrap();
+    assert_eq!((p.status, p.upstream), (Status::Waiting, None));
+    s.join(mac(3), addr, 0, t);
+    assert!(s.started);
+    assert_eq!(shape(&s), ["1<-head", "2<-1", "3<-2"]);
+    assert_eq!(s.placement(&mac(1)).unwrap().status, Status::Attached);
+
+    // Join timeout, counted from the first join.
+    let mut s = Session::new("img@1".parse().unwrap(), 10, cfg(1));
+    s.join(mac(1), addr, 0, t);
+    s.join(mac(2), addr, 0, t + Duration::from_secs(9));
+    s.tick(t + Duration::from_millis(9999));
+    assert!(!s.started);
+    s.tick(t + Duration::from_secs(10));
+    assert!(s.started);
+
+    // Explicit start; an empty session never starts by itself.
+    let mut s = Session::new("img@1".parse().unwrap(), 10, cfg(1));
+    s.tick(t + Duration::from_secs(100));
+    assert!(!s.started);
+    s.join(mac(1), addr, 0, t);
+    s.start(t);
+    assert!(s.started);
+    assert_eq!(state(&s, 1), NodeState::Active);
+}
+
+#[test]
+fn a_reported_node_is_bypassed_then_failed_when_silent() {
+    let t = Instant::now();
+    let mut s = started(1, 4, t);
+    let (g3, g4) = (gen(&s, 3), gen(&s, 4));
+    s.report(mac(3), g3, FailReason::Dead, 40, "connection reset", t)
+        .unwrap();
+    assert_eq!(shape(&s), ["1<-head", "3<-1", "4<-3"]);
+    assert_eq!(state(&s, 2), NodeState::Suspect);
+    assert_eq!(gen(&s, 3), g3 + 1, "3 moved");
+    assert_eq!(gen(&s, 4), g4, "4 did not");
+    // The others keep beating; 2 stays silent.
+    let later = t + Duration::from_secs(2);
+    for i in [1, 3, 4] {
+        beat(&mut s, i, 50, 0, later);
+    }
+    s.tick(t + Duration::from_millis(3001));
+    assert_eq!(state(&s, 2), NodeState::Failed);
+    assert_eq!(state(&s, 3), NodeState::Active);
+    let st = s.status();
+    let two = st
+        .nodes
+        .iter()
+        .find(|n| n.mac == mac(2).to_string())
+        .unwrap();
+    assert_eq!(two.state, "failed");
+    assert!(
+        two.events.iter().any(|e| e.contains("reports it Dead")),
+        "{:?}",
+        two.events
+    );
+}
+
+#[test]
+fn a_suspect_that_still_beats_rejoins_at_the_tail() {
+    let t = Instant::now();
+    let mut s = started(1, 4, t);
+    s.report(mac(3), gen(&s, 3), FailReason::Refused, 10, "bad frame", t)
+        .unwrap();
+    beat(&mut s, 2, 30, 0, t + Duration::from_secs(1));
+    assert_eq!(shape(&s), ["1<-head", "3<-1", "4<-3", "2<-4"]);
+    assert_eq!(state(&s, 2), NodeState::Active);
+}
+
+#[test]
+fn a_silent_node_fails_and_its_downstream_moves_up() {
+    let t = Instant::now();
+    let mut s = started(2, 5, t);
+    assert_eq!(shape(&s), ["1<-head", "2<-head", "3<-1", "4<-1", "5<-2"]);
+    for i in [2, 3, 4, 5] {
+        beat(&mut s, i, 10, 0, t + Duration::from_secs(2));
+    }
+    s.tick(t + Duration::from_millis(3500));
+    assert_eq!(state(&s, 1), NodeState::Failed);
+    assert_eq!(shape(&s), ["2<-head", "3<-head", "4<-2", "5<-2"]);
+}
+
+#[test]
+fn stale_reports_change_nothing() {
+    let t = Instant::now();
+    let mut s = started(1, 3, t);
+    let g = gen(&s, 3);
+    s.report(mac(3), g - 1, FailReason::Dead, 5, "old", t)
+        .unwrap();
+    assert_eq!(shape(&s), ["1<-head", "2<-1", "3<-2"]);
+    assert_eq!(
+        s.report(mac(9), 1, FailReason::Dead, 5, "", t),
+        Err(UnknownNode(mac(9)))
+    );
+}
+
+#[test]
+fn corrupt_data_twice_cuts_the_sender_out() {
+    let t = Instant::now();
+    let mut s = started(1, 4, t);
+    let g = gen(&s, 3);
+    s.report(mac(3), g, FailReason::Corrupt, 7, "chunk 7: SHA-256", t)
+        .unwrap();
+    // First strike: same assignment, re-request from the same upstream.
+    assert_eq!(gen(&s, 3), g);
+    assert_eq!(state(&s, 2), NodeState::Active);
+    s.report(mac(3), g, FailReason::Corrupt, 7, "chunk 7: SHA-256", t)
+        .unwrap();
+    assert_eq!(state(&s, 2), NodeState::CutOut);
+    assert_eq!(shape(&s), ["1<-head", "3<-1", "4<-3"]);
+    // It finishes its own deploy from the head; nobody is fed by it.
+    let p = s.placement(&mac(2)).unwrap();
+    assert_eq!(
+        (p.status, p.upstream),
+        (Status::Attached, Some(Upstream::Head))
+    );
+    beat(&mut s, 2, 50, 0, t);
+    assert_eq!(state(&s, 2), NodeState::CutOut);
+    assert_eq!(s.status().nodes.last().unwrap().state, "cut-out");
+}
+
+#[test]
+fn a_stall_blames_the_upstream_only_if_it_has_the_chunk() {
+    let t = Instant::now();
+    let mut s = started(1, 3, t);
+    beat(&mut s, 2, 20, 0, t);
+    s.report(mac(3), gen(&s, 3), FailReason::Stalled, 20, "", t)
+        .unwrap();
+    assert_eq!(state(&s, 2), NodeState::Active, "2 is waiting itself");
+    beat(&mut s, 2, 21, 0, t);
+    s.report(mac(3), gen(&s, 3), FailReason::Stalled, 20, "", t)
+        .unwrap();
+    assert_eq!(state(&s, 2), NodeState::Suspect);
+    assert_eq!(shape(&s), ["1<-head", "3<-1"]);
+}
+
+#[test]
+fn too_old_catches_up_from_the_head_in_place() {
+    let t = Instant::now();
+    let mut s = started(1, 4, t);
+    beat(&mut s, 2, 60, 30, t);
+    s.report(mac(3), gen(&s, 3), FailReason::TooOld, 10, "oldest 30", t)
+        .unwrap();
+    assert_eq!(shape(&s), ["1<-head", "2<-1", "3<-head", "4<-3"]);
+    // Caught up: 2 is ahead and still holds chunk 45.
+    beat(&mut s, 3, 45, 0, t);
+    assert_eq!(shape(&s), ["1<-head", "2<-1", "3<-2", "4<-3"]);
+}
+
+#[test]
+fn late_joiners_attach_at_the_tail_or_catch_up() {
+    let t = Instant::now();
+    let mut s = started(1, 2, t);
+    let addr: SocketAddr = "10.0.0.5:1".parse().unwrap();
+    // The tail still holds chunk 0: plain tail.
+    s.join(mac(5), addr, 0, t);
+    assert_eq!(shape(&s), ["1<-head", "2<-1", "5<-2"]);
+    // The tail's buffer has moved on: catch up from the head.
+    beat(&mut s, 5, 80, 64, t);
+    s.join(mac(6), addr, 0, t);
+    assert_eq!(shape(&s), ["1<-head", "2<-1", "5<-2", "6<-head"]);
+    assert_eq!(s.placement(&mac(5)).unwrap().downstreams_pending, 0);
+}
+
+#[test]
+fn a_slow_node_with_downstreams_moves_to_the_tail() {
+    let t = Instant::now();
+    let mut s = started(1, 4, t);
+    // Node 2's buffer is full (its disk is behind) from t on; everyone
+    // beats every second.
+    let round = |s: &mut Session, k: u64| {
+        let now = t + Duration::from_secs(k);
+        let slow = Progress {
+            received: 30,
+            oldest: 0,
+            written: 2,
+            backpressured: true,
+        };
+        s.heartbeat(mac(2), slow, now).unwrap();
+        for i in [1, 3, 4] {
+            beat(s, i, 30, 0, now);
+        }
+    };
+    for k in 0..5 {
+        round(&mut s, k);
+    }
+    assert_eq!(shape(&s), ["1<-head", "2<-1", "3<-2", "4<-3"]);
+    round(&mut s, 5);
+    assert_eq!(shape(&s), ["1<-head", "3<-1", "4<-3", "2<-4"]);
+    let two = &s.status().nodes[3];
+    assert!(
+        two.events.last().unwrap().contains("moved to the tail"),
+        "{two:?}"
+    );
+    // At the tail it holds back nobody: it stays.
+    for k in 6..14 {
+        round(&mut s, k);
+    }
+    assert_eq!(shape(&s), ["1<-head", "3<-1", "4<-3", "2<-4"]);
+}
+
+#[test]
+fn leaving_and_lingering() {
+    let t = Instant::now();
+    let mut s = started(1, 3, t);
+    assert_eq!(s.placement(&mac(1)).unwrap().downstreams_pending, 1);
+    beat(&mut s, 2, 100, 90, t);
+    assert_eq!(s.placement(&mac(1)).unwrap().downstreams_pending, 0);
+    s.leave(mac(1), true, t).unwrap();
+    assert_eq!(shape(&s), ["2<-head", "3<-2"]);
+    assert_eq!(s.placement(&mac(1)).unwrap().status, Status::Fallback);
+    assert_eq!(s.status().nodes.first().unwrap().state, "complete");
+    // A left node's heartbeats do not bring it back.
+    beat(&mut s, 1, 100, 90, t);
+    assert_eq!(state(&s, 1), NodeState::Left);
+}
+
+#[test]
+fn joining_again_keeps_the_place_unless_data_was_lost() {
+    let t = Instant::now();
+    let mut s = started(1, 3, t);
+    beat(&mut s, 2, 40, 0, t);
+    let g = gen(&s, 2);
+    let addr: SocketAddr = "10.0.0.2:7151".parse().unwrap();
+    s.join(mac(2), addr, 40, t);
+    assert_eq!((shape(&s).len(), gen(&s, 2)), (3, g));
+    assert_eq!(shape(&s)[1], "2<-1");
+    // Restarted with nothing: to the tail.
+    s.join(mac(2), addr, 0, t);
+    assert_eq!(shape(&s), ["1<-head", "3<-1", "2<-3"]);
+}
