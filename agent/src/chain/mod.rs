@@ -55,6 +55,7 @@
 pub mod api;
 pub mod control;
 pub mod frame;
+pub mod hold;
 pub mod relay;
 pub mod ring;
 pub mod serve;
@@ -137,6 +138,8 @@ pub fn deploy_source(
     let state = State {
         // Room for two of the largest chunks whatever the configuration.
         ring: Ring::new(cfg.ring_bytes.max(2 * largest), 0),
+        local: 0,
+        missing_since: None,
         assignment: assignment.clone(),
         upstream: None,
         downstreams: Vec::new(),

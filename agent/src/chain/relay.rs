@@ -15,6 +15,7 @@ use kernel_cmdline::MacAddr;
 use super::api::{Assignment, FailReason, Status};
 use super::control::Coordinator;
 use super::frame::{self, Frame, Hello, RefuseCode, SessionId};
+use super::hold;
 use super::ring::Ring;
 use crate::image::{verify_chunk, Manifest};
 
@@ -47,6 +48,10 @@ pub struct RelayConfig {
     pub fallback_after: Duration,
     /// Concurrent downstream connections served.
     pub max_downstreams: usize,
+    /// How long the replay buffer, once full, waits for a downstream that
+    /// has not taken its oldest chunk (or, when one is assigned, has not
+    /// connected yet) before dropping chunks anyway.
+    pub downstream_grace: Duration,
     /// Pause before reconnecting after a failure the coordinator did not
     /// answer with a new assignment.
     pub retry_pause: Duration,
@@ -64,6 +69,7 @@ impl Default for RelayConfig {
             stall_timeout: Duration::from_secs(30),
             fallback_after: Duration::from_secs(120),
             max_downstreams: 8,
+            downstream_grace: Duration::from_secs(3),
             retry_pause: Duration::from_secs(1),
             forward_tap: None,
         }
@@ -79,6 +85,7 @@ impl std::fmt::Debug for RelayConfig {
             .field("stall_timeout", &self.stall_timeout)
             .field("fallback_after", &self.fallback_after)
             .field("max_downstreams", &self.max_downstreams)
+            .field("downstream_grace", &self.downstream_grace)
             .field("forward_tap", &self.forward_tap.is_some())
             .finish_non_exhaustive()
     }
@@ -101,6 +108,8 @@ pub(crate) struct Downstream {
     pub stream: TcpStream,
     /// The next chunk it will be sent.
     pub pos: u32,
+    /// The buffer keeps what it has not taken (see `hold`).
+    pub protected: bool,
 }
 
 /// Counters for logs and tests.
@@ -130,6 +139,10 @@ pub struct RelayStats {
 
 pub(crate) struct State {
     pub ring: Ring,
+    /// The local pipeline's next chunk.
+    pub local: u32,
+    /// Since when an assigned downstream has not connected.
+    pub missing_since: Option<Instant>,
     pub assignment: Assignment,
     /// The upstream connection, to cut it when the assignment changes.
     pub upstream: Option<TcpStream>,
@@ -176,6 +189,9 @@ impl Shared {
     /// can cross); `force` takes any (after a re-join).
     pub fn apply(&self, a: Assignment, force: bool) {
         let mut st = self.lock();
+        if st.stop.is_some() {
+            return;
+        }
         let cur = st.assignment.clone();
         if force || a.generation > cur.generation {
             if a.upstream != cur.upstream || a.status != cur.status {
@@ -190,11 +206,15 @@ impl Shared {
             }
             st.stats.generation = a.generation;
             st.assignment = a;
-            self.cond.notify_all();
         } else if a.generation == cur.generation {
             st.assignment.heartbeat_ms = a.heartbeat_ms;
             st.assignment.downstreams_pending = a.downstreams_pending;
+        } else {
+            return;
         }
+        // The expected downstreams may have changed.
+        st.refloor(Instant::now(), self.cfg.downstream_grace);
+        self.cond.notify_all();
     }
 
     /// Stop every thread; close every connection.
@@ -339,10 +359,18 @@ fn receive(sh: &Shared, generation: u64, upstream: &str, want: u32) -> Outcome {
     let mut next = want;
     let mut welcomed = false;
     let mut last_chunk = Instant::now();
+    // Time spent not reading because the buffer was full: an upstream
+    // may drop a connection that took nothing for that long, which is
+    // then no fault of the upstream.
+    let mut waited = Duration::ZERO;
     loop {
         let frame = match frame::read_frame(&mut reader, sh.limit) {
             Ok(f) => f,
             Err(_) if interrupted(sh) => return Outcome::Interrupted,
+            Err(_) if waited >= sh.cfg.io_timeout / 2 => {
+                log::info!("chain: the upstream dropped this node after it stopped reading for a while; reconnecting");
+                return Outcome::Interrupted;
+            }
             Err(e) => return dead(format!("{:#}", anyhow::Error::from(e))),
         };
         match frame {
@@ -406,14 +434,10 @@ fn receive(sh: &Shared, generation: u64, upstream: &str, want: u32) -> Outcome {
                     }
                 };
                 let bytes = Arc::new(chunk.into_bytes());
-                let mut st = sh.lock();
-                // A full buffer means the local disk is behind by all of
-                // it: only now does this node stop reading upstream.
-                while !st.ring.has_room() && st.stop.is_none() {
-                    st.backpressured = true;
-                    st = sh.wait(st, Duration::from_millis(200));
-                }
-                st.backpressured = false;
+                // Only a full buffer stops this node reading upstream.
+                let waiting = Instant::now();
+                let mut st = hold::wait_for_room(sh, sh.lock());
+                waited += waiting.elapsed();
                 if st.stop.is_some() {
                     return Outcome::Interrupted;
                 }

@@ -127,8 +127,10 @@ fn serve_one(sh: &Shared, stream: TcpStream, peer: SocketAddr) {
             mac: hello.mac,
             stream: handle,
             pos: hello.want,
+            protected: true,
         });
         st.stats.downstreams = st.downstreams.len() as u32;
+        st.refloor(Instant::now(), sh.cfg.downstream_grace);
         id
     };
     log::info!(
@@ -154,6 +156,7 @@ fn serve_one(sh: &Shared, stream: TcpStream, peer: SocketAddr) {
     let mut st = sh.lock();
     st.downstreams.retain(|d| d.id != id);
     st.stats.downstreams = st.downstreams.len() as u32;
+    st.refloor(Instant::now(), sh.cfg.downstream_grace);
     sh.cond.notify_all();
 }
 
@@ -199,7 +202,14 @@ fn send(sh: &Shared, mut stream: &TcpStream, id: u64, mut pos: u32) -> Result<()
                 };
                 sent.map_err(|e| format!("sending chunk {pos}: {e}"))?;
                 pos += 1;
-                sh.lock().stats.forwarded += 1;
+                let mut st = sh.lock();
+                st.stats.forwarded += 1;
+                if let Some(me) = st.downstreams.iter_mut().find(|d| d.id == id) {
+                    me.pos = pos;
+                }
+                // That chunk may now go: the receiver may be waiting for room.
+                st.refloor(Instant::now(), sh.cfg.downstream_grace);
+                sh.cond.notify_all();
             }
             Slot::Evicted { oldest } => {
                 let msg = format!("chunk {pos} left the replay buffer (oldest {oldest}) before this downstream took it");

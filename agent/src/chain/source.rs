@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
+use super::hold;
 use super::relay::{RelayStats, Shared, Stop};
 use super::ring::Slot;
 use crate::image::{verify_chunk, ChunkEntry, ChunkSource};
@@ -66,7 +67,8 @@ impl ChainSource {
         let deadline = Instant::now() + linger;
         {
             let mut st = self.sh.lock();
-            st.ring.set_pin(u32::MAX);
+            st.local = u32::MAX;
+            st.refloor(Instant::now(), self.sh.cfg.downstream_grace);
             loop {
                 let pending = st.assignment.downstreams_pending > 0
                     || st.downstreams.iter().any(|d| d.pos < self.sh.total);
@@ -112,15 +114,18 @@ impl ChainSource {
             .with_context(|| format!("chunk {i} from the fallback source ({why})"))?;
         let bytes = verify_chunk(i as usize, entry, bytes)?.into_bytes();
         let mut st = self.sh.lock();
+        st.local = st.local.max(i + 1);
+        st.stats.written = st.local;
         if st.ring.next() == i {
-            st.ring.set_pin(i + 1);
-            // The pin moved past everything held: there is room.
-            let _ = st.ring.push(i, Arc::new(bytes.clone()));
-            st.stats.received = st.ring.next();
-            st.stats.oldest = st.ring.oldest();
-            st.stats.written = i + 1;
-            self.sh.cond.notify_all();
+            // Downstreams still get it, within the buffer's bounds.
+            st = hold::wait_for_room(&self.sh, st);
+            if st.ring.push(i, Arc::new(bytes.clone())).is_ok() {
+                st.stats.received = st.ring.next();
+                st.stats.oldest = st.ring.oldest();
+            }
         }
+        st.refloor(Instant::now(), self.sh.cfg.downstream_grace);
+        self.sh.cond.notify_all();
         Ok(bytes)
     }
 }
@@ -135,10 +140,9 @@ impl ChunkSource for ChainSource {
             }
             match st.ring.get(i) {
                 Slot::Have(bytes) => {
-                    if st.ring.pin() <= i {
-                        st.ring.set_pin(i + 1);
-                    }
-                    st.stats.written = st.stats.written.max(i + 1);
+                    st.local = st.local.max(i + 1);
+                    st.stats.written = st.local;
+                    st.refloor(Instant::now(), self.sh.cfg.downstream_grace);
                     self.sh.cond.notify_all();
                     return Ok(bytes.to_vec());
                 }

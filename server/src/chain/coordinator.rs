@@ -3,9 +3,8 @@
 //! pure, short transitions, never across an await), and a watch channel
 //! per session that wakes long polls when any assignment changed.
 //! Time-based transitions (start on timeout, silence, slow nodes) run on
-//! every request and every 250 ms of every long poll, so no background
-//! task is needed while nodes are connected; [`Coordinator::tick`] is
-//! there for a ticker otherwise.
+//! every request and every 250 ms of every long poll, and on
+//! [`Coordinator::run_ticker`]'s beat for when no node is polling.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -249,9 +248,21 @@ impl Coordinator {
         .await
     }
 
-    /// `id`'s session as it stands.
+    /// `id`'s session as it stands now (the clock applied first).
     pub fn status(&self, id: &SessionId) -> Option<SessionStatus> {
+        self.tick();
         self.lock().get(id).map(|e| e.session.status())
+    }
+
+    /// Tick every `period` forever: failures are noticed and sessions start
+    /// on time even while no node polls. Spawn it beside the routes.
+    pub async fn run_ticker(self: Arc<Self>, period: Duration) {
+        let mut every = tokio::time::interval(period);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            self.tick();
+        }
     }
 
     /// Apply the clock to every session.

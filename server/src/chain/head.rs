@@ -27,6 +27,10 @@ pub struct HeadConfig {
     pub io_timeout: Duration,
     /// Streams served at once; more connections are closed at once.
     pub max_connections: usize,
+    /// Each stream sends at most this many bytes per second (`None`: as
+    /// fast as the downstream takes them), to leave the server's link to
+    /// other traffic, or to pace a test.
+    pub max_rate: Option<u64>,
 }
 
 impl Default for HeadConfig {
@@ -34,6 +38,7 @@ impl Default for HeadConfig {
         HeadConfig {
             io_timeout: Duration::from_secs(15),
             max_connections: 256,
+            max_rate: None,
         }
     }
 }
@@ -141,6 +146,7 @@ async fn serve_one(
         .await
         .map_err(|e| format!("opening {}: {e}", info.payload.display()))?;
     let mut at = None;
+    let (started, mut sent) = (tokio::time::Instant::now(), 0u64);
     for i in hello.want..total {
         let e = &chunks[i as usize];
         if at != Some(e.offset) {
@@ -154,8 +160,14 @@ async fn serve_one(
             .await
             .map_err(|err| format!("reading chunk {i} of {}: {err}", info.payload.display()))?;
         at = Some(e.offset + e.length);
+        if let Some(rate) = cfg.max_rate.filter(|r| *r > 0) {
+            // Not before the time this many bytes take at `rate`.
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            tokio::time::sleep_until(started + due).await;
+        }
         write(&mut s, io, &chunk_header(i, buf.len())).await?;
         write(&mut s, io, &buf).await?;
+        sent += e.length;
     }
     // Let the downstream close first, so nothing sent is lost to a reset.
     let _ = s.shutdown().await;

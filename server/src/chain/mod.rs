@@ -5,7 +5,8 @@
 //!   router to merge into the server's.
 //! - [`serve_head`]: the head's TCP listener, serving chunks from the
 //!   image store's payload files.
-//! - [`Coordinator`]: sessions keyed by `NAME@VERSION`; each session's
+//! - [`Coordinator`]: sessions keyed by `NAME@VERSION` (spawn its
+//!   [`Coordinator::run_ticker`] too); each session's
 //!   shape and healing rules are pure code in [`topology`].
 //! - [`ChainAuth`] and [`ImageLookup`]: what the coordinator needs from
 //!   the rest of the server (node tokens, the store), as traits.

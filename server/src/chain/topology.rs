@@ -37,8 +37,10 @@ pub struct SessionConfig {
     pub heartbeat: Duration,
     /// A node silent this long is failed.
     pub dead_after: Duration,
-    /// A node whose full buffer has held back its downstreams this long
-    /// is moved to the tail.
+    /// A node with downstreams is moved to the tail when its full buffer
+    /// has held them back this long (a slow disk), or when over a window
+    /// this long it received at less than half its upstream node's rate
+    /// (a slow link).
     pub slow_after: Duration,
     /// Corrupt chunks reported against a node before it is cut out.
     pub corrupt_strikes: u32,
@@ -109,6 +111,10 @@ pub struct Node {
     pub oldest: u32,
     pub written: u32,
     pub backpressured_since: Option<Instant>,
+    /// Start of the current rate window: when, and `received` then.
+    pub window: (Instant, u32),
+    /// Chunks per second over the last complete window.
+    pub rate: Option<f64>,
     pub last_seen: Instant,
     /// Corrupt-chunk reports against it.
     pub strikes: u32,
@@ -212,7 +218,7 @@ impl Session {
 
     /// Append `mac` at the tail, fed by the head if the tail no longer
     /// holds what it needs.
-    fn place(&mut self, mac: MacAddr, want: u32) {
+    fn place(&mut self, mac: MacAddr, want: u32, now: Instant) {
         self.remove(&mac);
         self.order.push(mac);
         let parent = self.parent_of(self.order.len() - 1);
@@ -226,6 +232,8 @@ impl Session {
         };
         n.catch_up = catch_up;
         n.backpressured_since = None;
+        n.window = (now, want);
+        n.rate = None;
     }
 
     /// A node joins (or joins again: a restarted agent, a coordinator that
@@ -245,7 +253,7 @@ impl Session {
                         n.note(format!("joined again needing chunk {next}"));
                         n.received = next;
                         n.oldest = next;
-                        self.place(mac, next);
+                        self.place(mac, next, now);
                     }
                 }
             }
@@ -261,13 +269,15 @@ impl Session {
                     oldest: next,
                     written: next,
                     backpressured_since: None,
+                    window: (now, next),
+                    rate: None,
                     last_seen: now,
                     strikes: 0,
                     events: VecDeque::new(),
                 };
                 n.note(format!("joined from {listen}"));
                 self.nodes.insert(mac, n);
-                self.place(mac, next);
+                self.place(mac, next, now);
             }
         }
         self.tick(now);
@@ -289,10 +299,16 @@ impl Session {
             (true, since) => Some(since.unwrap_or(now)),
             (false, _) => None,
         };
+        let (t0, r0) = n.window;
+        let span = now.saturating_duration_since(t0);
+        if span >= self.cfg.slow_after && !span.is_zero() {
+            n.rate = Some(f64::from(n.received.saturating_sub(r0)) / span.as_secs_f64());
+            n.window = (now, n.received);
+        }
         if matches!(n.state, NodeState::Suspect | NodeState::Failed) {
             n.note("alive after all: back at the tail".into());
             let want = n.received;
-            self.place(mac, want);
+            self.place(mac, want, now);
         }
         self.tick(now);
         Ok(())
@@ -444,25 +460,49 @@ impl Session {
         self.recompute();
     }
 
-    /// The first node whose full buffer has held back its downstreams for
-    /// `slow_after` goes to the tail (one per tick: moves are not free).
+    /// The first node with downstreams that is slow — its full buffer has
+    /// held them back for `slow_after` (its disk), or it receives at less
+    /// than half its upstream's rate (its link) — goes to the tail, one
+    /// per tick: moves are not free.
     fn move_slow(&mut self, now: Instant) {
-        let slow = (0..self.order.len()).find(|&p| {
-            self.has_children(p)
-                && self.nodes[&self.order[p]]
-                    .backpressured_since
-                    .is_some_and(|t| now.saturating_duration_since(t) >= self.cfg.slow_after)
-        });
-        if let Some(p) = slow {
+        let slow = (0..self.order.len())
+            .filter(|&p| self.has_children(p))
+            .find_map(|p| self.why_slow(p, now).map(|why| (p, why)));
+        if let Some((p, why)) = slow {
             let mac = self.order[p];
             let n = self.nodes.get_mut(&mac).expect("ordered nodes exist");
-            n.note(format!(
-                "slow: its disk held back its downstreams for {}s; moved to the tail",
-                self.cfg.slow_after.as_secs_f32()
-            ));
+            n.note(format!("slow: {why}; moved to the tail"));
             let want = n.received;
-            self.place(mac, want);
+            self.place(mac, want, now);
         }
+    }
+
+    fn why_slow(&self, pos: usize, now: Instant) -> Option<String> {
+        let n = &self.nodes[&self.order[pos]];
+        let limit = self.cfg.slow_after;
+        if n.backpressured_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= limit)
+        {
+            return Some(format!(
+                "its disk held back its downstreams for {}s",
+                limit.as_secs_f32()
+            ));
+        }
+        // A slow link: it receives at under half its upstream's rate and
+        // has fallen behind it by over a quarter of a window at that rate
+        // (both, so that windows measured at different moments cannot
+        // fake it). Only against a node: the head's rate is unknown.
+        let rate = n.rate.filter(|_| n.received < self.total)?;
+        let Upstream::Node(u) = self.parent_of(pos) else {
+            return None;
+        };
+        let up = &self.nodes[&u];
+        let reference = up.rate?;
+        let lag = f64::from(up.received.saturating_sub(n.received));
+        let slack = reference * limit.as_secs_f64() / 4.0;
+        (rate < reference / 2.0 && lag > slack).then(|| {
+            format!("it received {rate:.1} chunks/s where its upstream received {reference:.1}")
+        })
     }
 
     /// A node catching up from the head rejoins the tree once its own

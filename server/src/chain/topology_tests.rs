@@ -271,8 +271,8 @@ fn a_slow_node_with_downstreams_moves_to_the_tail() {
     let mut s = started(1, 4, t);
     // Node 2's buffer is full (its disk is behind) from t on; everyone
     // beats every second.
-    let round = |s: &mut Session, k: u64| {
-        let now = t + Duration::from_secs(k);
+    let round = |s: &mut Session, k: u32| {
+        let now = t + Duration::from_secs(k.into());
         let slow = Progress {
             received: 30,
             oldest: 0,
@@ -281,7 +281,7 @@ fn a_slow_node_with_downstreams_moves_to_the_tail() {
         };
         s.heartbeat(mac(2), slow, now).unwrap();
         for i in [1, 3, 4] {
-            beat(s, i, 30, 0, now);
+            beat(s, i, 30 + 10 * k, 0, now);
         }
     };
     for k in 0..5 {
@@ -331,4 +331,37 @@ fn joining_again_keeps_the_place_unless_data_was_lost() {
     // Restarted with nothing: to the tail.
     s.join(mac(2), addr, 0, t);
     assert_eq!(shape(&s), ["1<-head", "3<-1", "2<-3"]);
+}
+
+#[test]
+fn a_slow_link_with_downstreams_moves_to_the_tail() {
+    let t = Instant::now();
+    let mut s = started(1, 4, t);
+    // Node 2 receives 1 chunk/s, the others 10/s.
+    let round = |s: &mut Session, k: u32| {
+        let now = t + Duration::from_secs(k.into());
+        for i in [1, 2, 3, 4] {
+            let received = if i == 2 { k } else { 10 * k };
+            beat(s, i, received, 0, now);
+        }
+    };
+    for k in 0..5 {
+        round(&mut s, k);
+    }
+    assert_eq!(shape(&s), ["1<-head", "2<-1", "3<-2", "4<-3"]);
+    round(&mut s, 5);
+    assert_eq!(shape(&s), ["1<-head", "3<-1", "4<-3", "2<-4"]);
+    let two = &s.status().nodes[3];
+    assert!(
+        two.events
+            .last()
+            .unwrap()
+            .contains("received 1.0 chunks/s where its upstream received 10.0"),
+        "{two:?}"
+    );
+    // At the tail its pace harms nobody.
+    for k in 6..16 {
+        round(&mut s, k);
+    }
+    assert_eq!(shape(&s), ["1<-head", "3<-1", "4<-3", "2<-4"]);
 }
