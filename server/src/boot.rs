@@ -229,13 +229,17 @@ impl BootEntry {
         }
     }
 
-    /// The iPXE script. Localboot is `exit`: iPXE returns to the firmware,
-    /// which boots the next device in its order (the disk).
+    /// The iPXE script. Localboot is `exit 1`: iPXE returns to the
+    /// firmware, which boots the next device in its order (the disk). The
+    /// non-zero code matters under UEFI: a boot option that returns
+    /// EFI_SUCCESS makes EDK2's boot manager stop and open its menu instead
+    /// of trying the next option (seen with OVMF when `ipxe.efi` was the
+    /// PXE NBP); BIOS goes on either way.
     pub fn ipxe_script(&self) -> String {
         match self {
             BootEntry::Deploy(d) => d.ipxe_script(),
             BootEntry::Localboot { mac, why } => format!(
-                "#!ipxe\necho drover: {mac}: {}\nexit\n",
+                "#!ipxe\necho drover: {mac}: {}\nexit 1\n",
                 ipxe_text(&why.reason(mac))
             ),
         }
@@ -535,7 +539,7 @@ kernel_args = "{kernel_args}"
             let entry = BootEntry::new(&config, MAC, BootDecision::Localboot(why.clone()));
             assert_eq!(
                 entry.ipxe_script(),
-                format!("#!ipxe\necho drover: 52:54:00:12:34:01: {reason}\nexit\n"),
+                format!("#!ipxe\necho drover: 52:54:00:12:34:01: {reason}\nexit 1\n"),
                 "{why:?}"
             );
             let pxe = entry.pxelinux_config();

@@ -514,7 +514,7 @@ mod tests {
         let script = f.ipxe(MAC).await;
         assert_eq!(
             script,
-            "#!ipxe\necho drover: 52:54:00:12:34:01: cannot assign the configured image nope: no image named \"nope\" in the store (drover-server image list shows what there is); booting from disk; import the image, then drover-server deploy --image NAME 52:54:00:12:34:01\nexit\n"
+            "#!ipxe\necho drover: 52:54:00:12:34:01: cannot assign the configured image nope: no image named \"nope\" in the store (drover-server image list shows what there is); booting from disk; import the image, then drover-server deploy --image NAME 52:54:00:12:34:01\nexit 1\n"
         );
         let shown = f.node(MAC).await;
         assert_eq!(shown.node.state, NodeState::Failed);
@@ -533,7 +533,7 @@ mod tests {
         let script = f.ipxe(MAC).await;
         assert!(
             script
-                .contains("; drover-server deploy --image NAME 52:54:00:12:34:01 retries\nexit\n"),
+                .contains("; drover-server deploy --image NAME 52:54:00:12:34:01 retries\nexit 1\n"),
             "{script}"
         );
     }
@@ -547,7 +547,7 @@ mod tests {
         let script = f.ipxe(MAC).await;
         assert_eq!(
             script,
-            "#!ipxe\necho drover: 52:54:00:12:34:01: unknown machine, booting from disk; to deploy it: drover-server node add 52:54:00:12:34:01, then drover-server deploy --image NAME 52:54:00:12:34:01\nexit\n"
+            "#!ipxe\necho drover: 52:54:00:12:34:01: unknown machine, booting from disk; to deploy it: drover-server node add 52:54:00:12:34:01, then drover-server deploy --image NAME 52:54:00:12:34:01\nexit 1\n"
         );
         let pxe = f.get("/pxelinux.cfg/01-52-54-00-12-34-01").await;
         assert_eq!(pxe.status, StatusCode::OK);

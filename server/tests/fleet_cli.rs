@@ -5,11 +5,12 @@
 //! with the agent's own HTTP client, as a node would; then a restart that
 //! keeps the state.
 
-use std::io::{BufRead as _, BufReader};
+mod common;
+use common::serve;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use drover_agent::fetch::Client;
@@ -18,49 +19,12 @@ use drover_agent::report::protocol::report_path;
 use drover_agent::report::{Phase, Report};
 use kernel_cmdline::MacAddr;
 
-const BIN: &str = env!("CARGO_BIN_EXE_drover-server");
+use common::BIN;
 const WEB1: &str = "52:54:00:12:34:01";
 const WEB2: &str = "52:54:00:12:34:02";
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
-}
-
-/// A running `serve`; killed on drop.
-struct Server {
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(config: &Path) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config", s(config)])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting drover-server serve");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            eprintln!("server: {line}");
-            if line.contains("listening on ") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("the server starts listening");
-    Server { child }
 }
 
 /// A loopback port nothing listens on right now.
@@ -322,7 +286,7 @@ fn operator_and_nodes_against_a_real_server() {
         entry.contains("echo drover: 52:54:00:12:34:01: deployed demo@1.0 at "),
         "{entry}"
     );
-    assert!(entry.ends_with("exit\n"), "{entry}");
+    assert!(entry.ends_with("\nexit 1\n"), "{entry}");
     // Its token is spent.
     assert_eq!(web1.report(&phase), 409);
 

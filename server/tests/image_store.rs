@@ -4,19 +4,21 @@
 //! payload and `latest` requests over real TCP (the agent's own HTTP client
 //! and hand-written requests).
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+mod common;
+use common::serve;
+
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use drover_agent::fetch::Client;
 use drover_agent::image::pipeline::SourceReader;
 use drover_agent::image::{FileSource, Manifest};
 
-const BIN: &str = env!("CARGO_BIN_EXE_drover-server");
+use common::BIN;
 
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -114,56 +116,6 @@ fn tar_entries(
     }
     reader.finish().unwrap();
     out
-}
-
-/// The server process, killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start `serve` on an ephemeral port; its address comes from the log.
-fn serve(config: &Path) -> Server {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config", s(config)])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting drover-server serve");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            eprintln!("server: {line}");
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let addr = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    let mut server = Server {
-        child,
-        addr: "0.0.0.0:0".parse().unwrap(),
-    };
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server logs its address");
-    server.addr = addr.parse().expect("a socket address");
-    server
 }
 
 /// One raw HTTP/1.1 request; (status line, headers lowercased, body).
