@@ -175,10 +175,21 @@ pub(crate) fn control_loop(sh: &Shared, listen: &str) {
                 wait_ms: st.assignment.heartbeat_ms,
             }
         };
+        let asked = Instant::now();
         match sh.coordinator.heartbeat(&hb) {
             Ok(a) => {
                 unreachable_since = None;
+                let same = a.generation == hb.generation;
                 sh.apply(a, false);
+                // A coordinator that does not hold long polls is not
+                // hammered: at most one heartbeat per interval.
+                let interval = Duration::from_millis(hb.wait_ms.into());
+                if same {
+                    let mut st = sh.lock();
+                    while st.stop.is_none() && asked.elapsed() < interval {
+                        st = sh.wait(st, interval.saturating_sub(asked.elapsed()));
+                    }
+                }
             }
             Err(CallError::Refused { status, text, .. }) if status == 404 || status == 409 => {
                 // The coordinator does not know this node (it restarted,

@@ -26,26 +26,36 @@
 //!   node's progress; each heartbeat is also a long poll that returns as
 //!   soon as the node's assignment changes;
 //! - the local pipeline pulls from the same buffer through
-//!   [`ChainSource`], a [`ChunkSource`](crate::image::ChunkSource) like the
+//!   [`ChainSource`], a [`ChunkSource`] like the
 //!   HTTP one, so the chain feeds the same verify → inflate → write code.
 //!
 //! The replay buffer is the local queue and the downstreams' history at
-//! once (chunks shared, not copied): bounded by `ring_bytes` (64 MiB),
-//! chunks the local disk has not taken are never dropped, and only when the
-//! disk is behind by the whole buffer does the receiver stop reading — so
-//! a slow disk slows its subtree only after the buffer is full, and the
-//! coordinator then moves it to the tail. A downstream that falls behind
-//! the buffer is refused and re-placed; it never slows this node.
+//! once (chunks shared, not copied), bounded by `ring_bytes` (64 MiB) plus
+//! one chunk. Past that it drops its oldest chunks, except ([`hold`]):
+//! those the local disk has not taken, ever; those a connected downstream
+//! has not taken, for at most `downstream_grace` (3 s) at a time; and
+//! everything, for as long, while a downstream the coordinator assigned
+//! has not connected yet (the chain's start, a reattachment). The
+//! receiver stops reading only while the buffer is held full: a slow disk
+//! slows its subtree once the buffer is full (the coordinator then moves
+//! the node to the tail); a slow downstream costs this node at most the
+//! grace, then is refused (`TooOld`) and catches up from the head.
 //!
 //! **Healing.** Any upstream failure — connection refused or broken,
 //! silence past `io_timeout`, keep-alives without chunks past
 //! `stall_timeout`, a chunk failing its hash, a refusal — is reported to
 //! the coordinator (`upstream-failed`), whose answer is the new upstream;
-//! the node resumes from its first unverified chunk. Failures the
-//! coordinator cannot fix end in the fallback: if the chain delivers
-//! nothing for `fallback_after`, or no coordinator answers that long, the
-//! rest comes from the fallback source (plain HTTP) and still goes through
-//! the replay buffer to the downstreams.
+//! the node resumes from its first unverified chunk (the coordinator's
+//! rules are in `drover_server::chain::topology`). Failures it cannot fix
+//! end in the fallback: if the chain delivers nothing for
+//! `fallback_after` (120 s) while attached, or no coordinator answers that
+//! long, the rest comes from the fallback source (plain HTTP), verified,
+//! and still goes through the replay buffer to the downstreams.
+//!
+//! **Ending.** [`ChainSource::finish`] keeps serving until the coordinator
+//! says no downstream still needs this node (at most a linger time), then
+//! leaves; dropping the source leaves at once. A node that vanishes is
+//! noticed by its downstream (or by its silence) and bypassed.
 //!
 //! **Coordinator API** ([`api`]): JSON over HTTP with the node's token as
 //! `Authorization: Bearer`: `join`, `heartbeat` (long poll), `upstream-failed`,

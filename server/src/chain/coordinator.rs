@@ -1,5 +1,5 @@
 //! The coordinator: sessions keyed by `NAME@VERSION`, each a
-//! [`Session`](super::topology::Session) behind one lock (held only for
+//! [`Session`] behind one lock (held only for
 //! pure, short transitions, never across an await), and a watch channel
 //! per session that wakes long polls when any assignment changed.
 //! Time-based transitions (start on timeout, silence, slow nodes) run on

@@ -1,9 +1,9 @@
 //! Chain mode, server side: the coordinator and the head (the data plane
 //! and the design are described in `drover_agent::chain`).
 //!
-//! - [`routes`]: the coordinator's HTTP API (`/api/v1/chain/…`), an axum
+//! - [`routes()`]: the coordinator's HTTP API (`/api/v1/chain/…`), an axum
 //!   router to merge into the server's.
-//! - [`serve_head`]: the head's TCP listener, serving chunks from the
+//! - [`serve_head()`]: the head's TCP listener, serving chunks from the
 //!   image store's payload files.
 //! - [`Coordinator`]: sessions keyed by `NAME@VERSION` (spawn its
 //!   [`Coordinator::run_ticker`] too); each session's
@@ -12,8 +12,8 @@
 //!   the rest of the server (node tokens, the store), as traits.
 //!
 //! Wiring (not done here): build a [`Coordinator`] with the head's public
-//! address, merge [`routes`] into `http::router`, and spawn
-//! [`serve_head`] on its own port beside `axum::serve`.
+//! address, merge [`routes()`] into `http::router`, and spawn
+//! [`serve_head()`] on its own port beside `axum::serve`.
 
 pub mod coordinator;
 pub mod head;

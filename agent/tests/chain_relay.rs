@@ -1,0 +1,208 @@
+//! The agent's side of the chain against scripted peers: a fake
+//! coordinator (a few lines of HTTP) and a fake upstream that sends a
+//! corrupted chunk first. The real coordinator and head are tested with
+//! the server (`server/tests/chain_*.rs`).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use drover_agent::chain::api::{Assignment, Status};
+use drover_agent::chain::frame::{self, Frame};
+use drover_agent::chain::{deploy_source, ChainOptions, RelayConfig};
+use drover_agent::image::{verify_payload, Manifest};
+use kernel_cmdline::MacAddr;
+
+const MANIFEST: &[u8] = include_bytes!("../src/image/fixtures/demo/manifest.json");
+const PAYLOAD: &[u8] = include_bytes!("../src/image/fixtures/demo/payload");
+
+fn config() -> RelayConfig {
+    RelayConfig {
+        connect_timeout: Duration::from_secs(1),
+        io_timeout: Duration::from_secs(2),
+        keepalive: Duration::from_millis(200),
+        fallback_after: Duration::from_secs(1),
+        retry_pause: Duration::from_millis(100),
+        ..RelayConfig::default()
+    }
+}
+
+fn options(server: &str) -> ChainOptions {
+    ChainOptions {
+        servers: vec![server.parse().unwrap()],
+        token: Some("t".into()),
+        mac: MacAddr([2, 0, 0, 0, 0, 1]),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        advertise: None,
+        relay: config(),
+    }
+}
+
+fn manifest() -> Arc<Manifest> {
+    Arc::new(Manifest::parse(MANIFEST).unwrap())
+}
+
+/// Named `chain::…` so that `cargo test chain` selects them.
+mod chain {
+    use super::*;
+
+    #[test]
+    fn no_coordinator_is_an_error_after_the_patience() {
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let started = Instant::now();
+        let e = deploy_source(options(&format!("http://{addr}")), manifest(), None)
+            .err()
+            .unwrap();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.starts_with("joining chain session demo@1: no coordinator answered"),
+            "{msg}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// One HTTP request: (path, body).
+    fn read_request(s: &mut TcpStream) -> (String, Vec<u8>) {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut byte).unwrap();
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8(buf).unwrap();
+        let path = head.split(' ').nth(1).unwrap().to_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).unwrap();
+        (path, body)
+    }
+
+    fn respond(s: &mut TcpStream, status: &str, body: &[u8]) {
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body).unwrap();
+    }
+
+    /// The requests a fake coordinator saw: (path, body).
+    type Requests = Arc<Mutex<Vec<(String, String)>>>;
+
+    /// A coordinator that answers every request with `answer(path)` and
+    /// records the requests.
+    fn fake_coordinator(
+        answer: impl Fn(&str) -> (String, Vec<u8>) + Send + 'static,
+    ) -> (String, Requests) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        thread::spawn(move || {
+            for s in l.incoming() {
+                let mut s = s.unwrap();
+                let (path, body) = read_request(&mut s);
+                log.lock()
+                    .unwrap()
+                    .push((path.clone(), String::from_utf8_lossy(&body).into_owned()));
+                let (status, body) = answer(&path);
+                respond(&mut s, &status, &body);
+            }
+        });
+        (url, seen)
+    }
+
+    #[test]
+    fn a_refusing_coordinator_is_an_error_at_once() {
+        let (url, _) = fake_coordinator(|_| ("401 Unauthorized".into(), b"wrong token\n".to_vec()));
+        let started = Instant::now();
+        let e = deploy_source(options(&url), manifest(), None)
+            .err()
+            .unwrap();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("answered 401: wrong token"), "{msg}");
+        assert!(started.elapsed() < Duration::from_millis(900));
+    }
+
+    /// An upstream that corrupts chunk 0 on its first connection, then
+    /// serves honestly; it returns the `want` of every HELLO.
+    fn fake_upstream(m: Arc<Manifest>) -> (SocketAddr, Arc<Mutex<Vec<u32>>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let hellos = Arc::new(Mutex::new(Vec::new()));
+        let seen = hellos.clone();
+        thread::spawn(move || {
+            for (n, s) in l.incoming().enumerate() {
+                let mut s = s.unwrap();
+                let Frame::Hello(h) = frame::read_frame(&mut s, frame::CONTROL_LIMIT).unwrap()
+                else {
+                    panic!("not a HELLO")
+                };
+                seen.lock().unwrap().push(h.want);
+                let total = m.chunks.len() as u32;
+                let welcome = Frame::Welcome {
+                    start: h.want,
+                    total,
+                };
+                s.write_all(&welcome.encode()).unwrap();
+                for i in h.want..total {
+                    let e = &m.chunks[i as usize];
+                    let mut bytes =
+                        PAYLOAD[e.offset as usize..(e.offset + e.length) as usize].to_vec();
+                    if n == 0 && i == 0 {
+                        bytes[0] ^= 0x40;
+                    }
+                    if frame::write_chunk(&mut s, i, &bytes).is_err() {
+                        break;
+                    }
+                }
+                // Wait for the downstream to hang up.
+                let _ = s.read(&mut [0u8; 16]);
+            }
+        });
+        (addr, hellos)
+    }
+
+    #[test]
+    fn a_corrupt_chunk_is_refused_reported_and_fetched_again() {
+        let m = manifest();
+        let (upstream, hellos) = fake_upstream(m.clone());
+        let assignment = move |generation| {
+            serde_json::to_vec(&Assignment {
+                session: "demo@1".into(),
+                status: Status::Attached,
+                generation,
+                upstream: Some(upstream.to_string()),
+                heartbeat_ms: 100,
+                downstreams_pending: 0,
+            })
+            .unwrap()
+        };
+        let (url, seen) = fake_coordinator(move |_| ("200 OK".into(), assignment(1)));
+        let mut source = deploy_source(options(&url), m.clone(), None).unwrap();
+        // The pipeline's own check of the whole payload: every chunk verified.
+        verify_payload(&m, &mut source).unwrap();
+        let stats = source.finish(Duration::ZERO);
+        assert_eq!((stats.received, stats.corrupt, stats.reports), (5, 1, 1));
+        // Resumed from the chunk that failed.
+        assert_eq!(*hellos.lock().unwrap(), [0, 0]);
+        let seen = seen.lock().unwrap();
+        let report = seen
+            .iter()
+            .find(|(p, _)| p == "/api/v1/chain/upstream-failed")
+            .expect("a failure report");
+        assert!(report.1.contains(r#""reason":"corrupt""#), "{}", report.1);
+        assert!(report.1.contains(r#""want":0"#), "{}", report.1);
+        assert!(report.1.contains("chunk 0: SHA-256 is"), "{}", report.1);
+        assert!(seen
+            .iter()
+            .any(|(p, b)| p == "/api/v1/chain/leave" && b.contains(r#""complete":true"#)));
+    }
+}
