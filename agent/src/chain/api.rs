@@ -112,7 +112,8 @@ pub struct Start {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
-    /// The session has not started: poll again.
+    /// No upstream yet (the session has not started, or a new place is
+    /// being found): poll again.
     Waiting,
     /// Receive from `upstream`.
     Attached,

@@ -106,6 +106,22 @@ pub struct ChainOptions {
 /// The port a node listens on for downstreams by default.
 pub const DEFAULT_PORT: u16 = 7151;
 
+impl ChainOptions {
+    /// A node's usual options: listen on every address at
+    /// [`DEFAULT_PORT`], let the coordinator see which one it is, default
+    /// timers and buffer.
+    pub fn new(servers: Vec<ServerUrl>, token: Option<String>, mac: MacAddr) -> Self {
+        ChainOptions {
+            servers,
+            token,
+            mac,
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
+            advertise: None,
+            relay: RelayConfig::default(),
+        }
+    }
+}
+
 /// Join `manifest`'s session and start relaying; the returned source
 /// delivers the payload's chunks in order. `fallback` (an HTTP source)
 /// serves whatever the chain cannot. Fails if no coordinator answers

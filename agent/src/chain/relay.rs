@@ -235,7 +235,7 @@ pub(crate) fn describe(a: &Assignment) -> String {
     match (a.status, &a.upstream) {
         (Status::Attached, Some(u)) => format!("receive from {u}"),
         (Status::Attached, None) => "attached without an upstream".into(),
-        (Status::Waiting, _) => "wait for the session to start".into(),
+        (Status::Waiting, _) => "wait for an upstream (the session has not started)".into(),
         (Status::Fallback, _) => "leave the chain, fetch over HTTP".into(),
     }
 }

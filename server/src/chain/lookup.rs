@@ -41,6 +41,27 @@ impl ChainAuth for StaticTokens {
     }
 }
 
+/// Checks by closures: `node(mac, token)` and `admin(token)` (e.g. over
+/// the fleet state).
+pub struct FnAuth<N, A> {
+    pub node: N,
+    pub admin: A,
+}
+
+impl<N, A> ChainAuth for FnAuth<N, A>
+where
+    N: Fn(&MacAddr, Option<&str>) -> bool + Send + Sync,
+    A: Fn(Option<&str>) -> bool + Send + Sync,
+{
+    fn node(&self, mac: &MacAddr, token: Option<&str>) -> bool {
+        (self.node)(mac, token)
+    }
+
+    fn admin(&self, token: Option<&str>) -> bool {
+        (self.admin)(token)
+    }
+}
+
 /// Compare without an early exit on the first differing byte.
 fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
@@ -129,5 +150,11 @@ mod tests {
         assert!(auth.admin(Some("boss")));
         assert!(!auth.admin(Some("s3cret")) && !auth.admin(None));
         assert!(!StaticTokens::default().admin(Some("")));
+        let by_fn = FnAuth {
+            node: |m: &MacAddr, t: Option<&str>| m.0[5] == 6 && t == Some("x"),
+            admin: |_: Option<&str>| false,
+        };
+        assert!(by_fn.node(&m, Some("x")) && !by_fn.node(&other, Some("x")));
+        assert!(!by_fn.admin(Some("x")));
     }
 }

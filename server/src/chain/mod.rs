@@ -23,7 +23,7 @@ pub mod topology;
 
 pub use coordinator::{ApiError, Coordinator, CoordinatorConfig};
 pub use head::{serve_head, HeadConfig};
-pub use lookup::{ChainAuth, ImageInfo, ImageLookup, StaticTokens, StoreImages};
+pub use lookup::{ChainAuth, FnAuth, ImageInfo, ImageLookup, StaticTokens, StoreImages};
 pub use routes::routes;
 pub use topology::{SessionConfig, Upstream};
 
