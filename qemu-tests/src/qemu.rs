@@ -213,7 +213,12 @@ impl VmBuilder {
         self
     }
 
-    /// Boot from the network (`-boot n`): the NIC's iPXE ROM.
+    /// Boot from the network first, then from the disks: the NIC gets
+    /// `bootindex=1`, the disks 2, 3, … — the order a deployed machine has,
+    /// so that when the server answers a node's PXE request with iPXE
+    /// `exit` (localboot) the firmware boots the deployed disk. Both SeaBIOS
+    /// and OVMF honour `bootindex`; `-boot n` would leave the disks out
+    /// under OVMF.
     pub fn netboot(mut self) -> Self {
         self.netboot = true;
         self
@@ -300,7 +305,10 @@ impl VmBuilder {
                 ]);
             }
         }
-        let nic = format!("{},netdev=n0,mac={}", self.nic.model(), self.mac);
+        let mut nic = format!("{},netdev=n0,mac={}", self.nic.model(), self.mac);
+        if self.netboot {
+            nic.push_str(",bootindex=1");
+        }
         match &self.network {
             // Explicitly none: otherwise QEMU adds a default user-mode NIC.
             Network::None => push(&["-nic", "none"]),
@@ -311,9 +319,6 @@ impl VmBuilder {
                 "-device",
                 &nic,
             ]),
-        }
-        if self.netboot {
-            push(&["-boot", "n"]);
         }
         if let Some(d) = &self.direct {
             push(&[
@@ -326,6 +331,11 @@ impl VmBuilder {
             ]);
         }
         for (i, disk) in self.disks.iter().enumerate() {
+            let boot = if self.netboot {
+                format!(",bootindex={}", i + 2)
+            } else {
+                String::new()
+            };
             let format = match disk.extension().and_then(|e| e.to_str()) {
                 Some("qcow2") => "qcow2",
                 _ => "raw",
@@ -335,9 +345,9 @@ impl VmBuilder {
                 &format!("file={},if=none,id=disk{i},format={format}", disk.display()),
                 "-device",
                 &match self.disk_bus {
-                    DiskBus::VirtioBlk => format!("virtio-blk-pci,drive=disk{i}"),
+                    DiskBus::VirtioBlk => format!("virtio-blk-pci,drive=disk{i}{boot}"),
                     // NVMe needs a serial; it also names the disk for deploy.disk=serial:….
-                    DiskBus::Nvme => format!("nvme,drive=disk{i},serial=drover{i}"),
+                    DiskBus::Nvme => format!("nvme,drive=disk{i},serial=drover{i}{boot}"),
                 },
             ]);
         }
@@ -617,6 +627,7 @@ mod tests {
             .nic(Nic::E1000)
             .mac("52:54:00:00:00:01")
             .allow_reboot(true)
+            .disk(Path::new("/d.qcow2"))
             .netboot();
         let b = VmBuilder {
             network: Network::Tap {
@@ -627,8 +638,12 @@ mod tests {
         };
         let (_d, a) = args(&b);
         assert!(!a.contains("-no-reboot"), "{a}");
-        assert!(a.contains("-netdev tap,id=n0,ifname=tap3,script=no,downscript=no -device e1000,netdev=n0,mac=52:54:00:00:00:01"), "{a}");
-        assert!(a.contains("-boot n"), "{a}");
+        assert!(a.contains("-netdev tap,id=n0,ifname=tap3,script=no,downscript=no -device e1000,netdev=n0,mac=52:54:00:00:00:01,bootindex=1"), "{a}");
+        assert!(!a.contains("-boot"), "{a}");
+        assert!(
+            a.contains("-device virtio-blk-pci,drive=disk0,bootindex=2"),
+            "{a}"
+        );
     }
 
     #[test]

@@ -108,6 +108,19 @@ fn toml_str(s: &str) -> String {
 pub struct Server {
     proc: Proc,
     config: ServerConfig,
+    bin: PathBuf,
+    /// The config file; its directory also holds the server's state
+    /// (SQLite, admin token), which survives [`Server::restart`].
+    path: PathBuf,
+    netns: String,
+}
+
+/// What a `drover-server` CLI command printed and how it ended.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl Server {
@@ -117,21 +130,84 @@ impl Server {
         let path = procs.log_dir().join("server.toml");
         std::fs::write(&path, config.to_toml())
             .with_context(|| format!("writing {}", path.display()))?;
+        let proc = Self::spawn(procs, netns.name(), bin, &path)?;
+        Ok(Server {
+            proc,
+            config,
+            bin: bin.to_owned(),
+            path,
+            netns: netns.name().to_owned(),
+        })
+    }
+
+    fn spawn(procs: &Procs, netns: &str, bin: &Path, config: &Path) -> Result<Proc> {
         let mut cmd = Command::new(bin);
-        cmd.arg("serve").arg("--config").arg(&path);
-        let proc = procs.spawn("drover-server", netns.exec(&cmd))?;
-        let server = Server { proc, config };
+        cmd.arg("serve").arg("--config").arg(config);
+        let proc = procs.spawn("drover-server", crate::netns::exec_in(netns, &cmd))?;
         let up = wait_until(Duration::from_secs(20), Duration::from_millis(20), || {
-            server.log().contains("listening on") || !matches!(server.proc.try_wait(), Ok(None))
+            proc.log().contains("listening on") || !matches!(proc.try_wait(), Ok(None))
         });
-        if !up || !matches!(server.proc.try_wait(), Ok(None)) {
+        if !up || !matches!(proc.try_wait(), Ok(None)) {
             bail!(
                 "drover-server did not start listening; its log {}:\n{}",
-                server.proc.log_path().display(),
-                server.log()
+                proc.log_path().display(),
+                proc.log()
             );
         }
-        Ok(server)
+        Ok(proc)
+    }
+
+    /// Stop the server (the namespace and its state stay).
+    pub fn stop(&self) {
+        self.proc.stop();
+    }
+
+    /// Start it again with the same config and state, as after a crash or
+    /// an upgrade. The new process logs to a new file.
+    pub fn restart(&mut self, procs: &Procs) -> Result<()> {
+        self.proc.stop();
+        self.proc = Self::spawn(procs, &self.netns, &self.bin, &self.path)?;
+        Ok(())
+    }
+
+    /// Run `drover-server ARGS --config <this server's config>` in the
+    /// namespace, as an operator on the server host would.
+    pub fn cli(&self, args: &[&str]) -> Result<CliOutput> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args).arg("--config").arg(&self.path);
+        let out = crate::netns::exec_in(&self.netns, &cmd)
+            .output()
+            .with_context(|| format!("running drover-server {}", args.join(" ")))?;
+        Ok(CliOutput {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// `node show NODE`'s output, which must succeed.
+    pub fn node_show(&self, node: &str) -> Result<String> {
+        let out = self.cli(&["node", "show", node])?;
+        if out.code != Some(0) {
+            bail!("drover-server node show {node} failed: {out:?}");
+        }
+        Ok(out.stdout)
+    }
+
+    /// Wait until `node show NODE` contains `needle`; returns the output.
+    pub fn wait_for_node(&self, node: &str, needle: &str, timeout: Duration) -> Result<String> {
+        let mut last = String::new();
+        let found = wait_until(timeout, Duration::from_millis(500), || {
+            match self.node_show(node) {
+                Ok(out) => last = out,
+                Err(e) => last = format!("{e:#}"),
+            }
+            last.contains(needle)
+        });
+        if !found {
+            bail!("`drover-server node show {node}` never contained {needle:?} within {timeout:?}; last:\n{last}");
+        }
+        Ok(last)
     }
 
     pub fn config(&self) -> &ServerConfig {

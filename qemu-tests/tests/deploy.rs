@@ -1,6 +1,7 @@
 //! The first real deployment: a blank disk, PXE (dnsmasq + iPXE), the agent
-//! deploys the test OS over HTTP from drover-server, verifies, reboots;
-//! then the VM boots from its disk and the test OS prints its marker.
+//! deploys the test OS over HTTP from drover-server, verifies, reports,
+//! reboots; the server answers the next PXE request with localboot and the
+//! VM boots from its disk, where the test OS prints its marker.
 //!
 //! The test OS (qemu-tests/testos/build.sh) is built once per run and
 //! imported with `drover-server image import`, signed with the key `make
@@ -12,7 +13,8 @@ use std::time::Duration;
 use anyhow::{ensure, Context as _, Result};
 use drover_qemu_tests::artifacts::{self, Artifacts};
 use drover_qemu_tests::lab::PxeLab;
-use drover_qemu_tests::qemu::{DiskBus, Firmware, Nic, VmBuilder};
+use drover_qemu_tests::procs::Procs;
+use drover_qemu_tests::qemu::{DiskBus, Firmware, Nic, Vm};
 use drover_qemu_tests::server::ServerConfig;
 use drover_qemu_tests::testos::{blank_disk, raw_copy, run, store};
 use drover_qemu_tests::{Need, TestEnv};
@@ -44,6 +46,10 @@ fn deploy_and_boot(
             .store(&store)
             .deploy("on_error", "poweroff")
     })?;
+    // One machine, as in a rack: it netboots, the agent deploys and reports
+    // success, the machine reboots, the server answers its second PXE
+    // request with localboot (iPXE `exit`), and the firmware boots the
+    // deployed disk.
     let vm = lab
         .vm("deploy")
         .firmware(firmware)
@@ -51,6 +57,7 @@ fn deploy_and_boot(
         .mac(mac)
         .disk(&disk)
         .disk_bus(bus)
+        .allow_reboot(true)
         .spawn(env.procs())?;
     vm.wait_for_line("drover: lease: ", TIMEOUT)?;
     vm.wait_for_line("signed by the trusted key", TIMEOUT)?;
@@ -61,14 +68,32 @@ fn deploy_and_boot(
     };
     vm.wait_for_line(format!("drover: disk: {dev} "), TIMEOUT)?;
     vm.wait_for_line(format!("drover: deployed demo@1.0 to {dev}"), TIMEOUT)?;
+    vm.wait_for_line("drover: report: success recorded", TIMEOUT)?;
     vm.wait_for_line("drover: deploy finished: rebooting", TIMEOUT)?;
-    vm.wait_exit(TIMEOUT)?;
     let deployed_at = vm.elapsed();
+    // The server's record, before the machine comes back.
+    let node = lab.server.node_show(mac)?;
+    let sha = payload_sha256(&store)?;
+    ensure!(node.contains("state: done"), "{node}");
+    ensure!(
+        node.contains(&format!("deployed: demo@1.0 {sha}")),
+        "{node}"
+    );
+    // iPXE prints the server's localboot entry, then the deployed OS boots.
+    vm.wait_for_line(format!("drover: {mac}: deployed demo@1.0"), TIMEOUT)?;
+    vm.wait_for_line("DROVER-TEST-OS image=demo version=1.0", TIMEOUT)?;
+    let booted_at = vm.elapsed();
+    vm.wait_for_line("DROVER-TEST-OS files=ok", TIMEOUT)?;
+    vm.wait_for_line("DROVER-TEST-OS meta=ok", TIMEOUT)?;
+    vm.wait_exit(TIMEOUT)?;
     let slog = lab.server.log();
     ensure!(
         slog.contains("/images/demo/1.0/payload -> 206"),
         "no ranged payload fetch:\n{slog}"
     );
+    // The agent fetched the deploy entry once: the second request got localboot.
+    let served = lab.server.node_show(mac)?;
+    ensure!(served.contains("localboot"), "{served}");
     let ns_name = lab.ns.name().to_owned();
     drop(vm);
     drop(lab);
@@ -98,24 +123,22 @@ fn deploy_and_boot(
         run(Command::new("e2fsck").arg("-fn").arg(&part))?;
     }
     std::fs::remove_file(&raw)?;
-
-    // Then the machine boots from that disk alone.
-    let vm = VmBuilder::new("boot")
-        .firmware(firmware)
-        .disk(&disk)
-        .disk_bus(bus)
-        .spawn(env.procs())?;
-    vm.wait_for_line("DROVER-TEST-OS image=demo version=1.0", TIMEOUT)?;
-    vm.wait_for_line("DROVER-TEST-OS files=ok", TIMEOUT)?;
-    vm.wait_for_line("DROVER-TEST-OS meta=ok", TIMEOUT)?;
-    vm.wait_exit(TIMEOUT)?;
     eprintln!(
-        "{name}: deployed in {:.1}s, booted the deployed OS in {:.1}s",
+        "{name}: deployed in {:.1}s, deployed OS up {:.1}s later",
         deployed_at.as_secs_f64(),
-        vm.elapsed().as_secs_f64()
+        (booted_at - deployed_at).as_secs_f64()
     );
-    drop(vm);
     env.assert_clean(&[&ns_name])
+}
+
+/// The payload hash in the store's manifest for demo@1.0.
+fn payload_sha256(store: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(store.join("demo/1.0/manifest.json"))?;
+    let m: serde_json::Value = serde_json::from_str(&text)?;
+    m["payload"]["sha256"]
+        .as_str()
+        .map(str::to_owned)
+        .context("manifest without payload.sha256")
 }
 
 #[test]
@@ -162,35 +185,71 @@ fn deploy_uefi_virtio_net_virtio_blk() -> Result<()> {
     )
 }
 
-/// A failed deploy, seen on the console: the agent names the problem,
-/// powers off as `deploy.on-error` says, and leaves no bootable table.
-fn deploy_fails(
-    name: &str,
-    store: &std::path::Path,
-    disk_size: &str,
-    expect: &str,
-) -> Result<Vec<u8>> {
-    let Some(env) = TestEnv::start(name, &[Need::Qemu, Need::Netboot])? else {
+/// How a failed-deploy test sets up and disturbs its machine.
+struct Failing<'a> {
+    name: &'a str,
+    store: &'a std::path::Path,
+    /// The disk the VM gets: created blank at this size, or copied.
+    disk: Disk<'a>,
+    /// On the console after `drover: error: `.
+    console: &'a str,
+    /// In `drover-server node show` once the failure is reported.
+    event: &'a str,
+    /// Runs once the VM is started: what goes wrong meanwhile.
+    meddle: &'a dyn Fn(&mut PxeLab, &Procs, &Vm) -> Result<()>,
+}
+
+enum Disk<'a> {
+    Blank(&'a str),
+    CopyOf(&'a std::path::Path),
+}
+
+const MAC_FAILING: &str = "52:54:00:d0:00:10";
+
+/// A failed deploy, seen on the console and in the server's record: the
+/// agent names the problem, reports it, powers off as `deploy.on-error`
+/// says, and leaves no bootable table. Returns the first MiB of the disk.
+fn deploy_fails(t: Failing<'_>) -> Result<Vec<u8>> {
+    let Some(env) = TestEnv::start(t.name, &[Need::Qemu, Need::Netboot])? else {
         return Ok(Vec::new());
     };
     let art = Artifacts::locate()?;
     let bin = artifacts::server_bin()?;
-    let disk = env.dir().join("disk.qcow2");
-    blank_disk(&disk, disk_size)?;
-    let lab = PxeLab::start(env.procs(), &bin, |ns| {
+    let disk = match t.disk {
+        Disk::Blank(size) => {
+            let disk = env.dir().join("disk.qcow2");
+            blank_disk(&disk, size)?;
+            disk
+        }
+        Disk::CopyOf(src) => {
+            let disk = env.dir().join("disk.img");
+            std::fs::copy(src, &disk)?;
+            disk
+        }
+    };
+    let mut lab = PxeLab::start(env.procs(), &bin, |ns| {
         ServerConfig::new(ns, &art.kernel, &art.initrd)
-            .store(store)
+            .store(t.store)
             .deploy("on_error", "poweroff")
     })?;
     let vm = lab
         .vm("deploy")
-        .mac("52:54:00:d0:00:10")
+        .mac(MAC_FAILING)
         .disk(&disk)
         .spawn(env.procs())?;
+    (t.meddle)(&mut lab, env.procs(), &vm)?;
     let err = vm.wait_for_line("drover: error: ", TIMEOUT)?;
-    ensure!(err.contains(expect), "expected {expect:?} in {err}");
+    ensure!(err.contains(t.console), "expected {:?} in {err}", t.console);
+    vm.wait_for_line("drover: report: failure recorded", TIMEOUT)?;
     vm.wait_for_line("drover: on-error=poweroff: powering off", TIMEOUT)?;
     vm.wait_exit(TIMEOUT)?;
+    let node = lab.server.node_show(MAC_FAILING)?;
+    ensure!(node.contains("state: failed"), "{node}");
+    let event = node
+        .lines()
+        .find(|l| l.contains("failure"))
+        .with_context(|| format!("no failure event:\n{node}"))?;
+    ensure!(event.contains(t.event), "expected {:?} in {event}", t.event);
     let ns_name = lab.ns.name().to_owned();
     drop(vm);
     drop(lab);
@@ -202,6 +261,10 @@ fn deploy_fails(
     std::fs::remove_file(&raw)?;
     env.assert_clean(&[&ns_name])?;
     Ok(head)
+}
+
+fn leave_it(_: &mut PxeLab, _: &Procs, _: &Vm) -> Result<()> {
+    Ok(())
 }
 
 /// A copy of the good store, for tampering.
@@ -231,12 +294,14 @@ fn deploy_corrupted_payload_is_refused() -> Result<()> {
     let last = p.len() - 1;
     p[last] ^= 0xff;
     std::fs::write(&payload, p)?;
-    let head = deploy_fails(
-        "deploy_corrupted_payload_is_refused",
-        &store,
-        "1G",
-        "SHA-256",
-    )?;
+    let head = deploy_fails(Failing {
+        name: "deploy_corrupted_payload_is_refused",
+        store: &store,
+        disk: Disk::Blank("1G"),
+        console: "SHA-256",
+        event: "SHA-256",
+        meddle: &leave_it,
+    })?;
     // Written partitions are left, but the partition table is wiped.
     ensure!(
         head.iter().all(|&b| b == 0),
@@ -259,12 +324,14 @@ fn deploy_wrong_signature_is_refused() -> Result<()> {
     let mut sig = other;
     sig[0] ^= 1;
     std::fs::write(store.join("demo/1.0/manifest.sig"), sig)?;
-    let head = deploy_fails(
-        "deploy_wrong_signature_is_refused",
-        &store,
-        "1G",
-        "does not match the trusted key",
-    )?;
+    let head = deploy_fails(Failing {
+        name: "deploy_wrong_signature_is_refused",
+        store: &store,
+        disk: Disk::Blank("1G"),
+        console: "does not match the trusted key",
+        event: "does not match the trusted key",
+        meddle: &leave_it,
+    })?;
     ensure!(
         head.iter().all(|&b| b == 0),
         "the disk was written although the signature was refused"
@@ -276,12 +343,104 @@ fn deploy_wrong_signature_is_refused() -> Result<()> {
 fn deploy_disk_too_small_is_refused() -> Result<()> {
     let art = Artifacts::locate()?;
     let store = store(&art)?;
-    let head = deploy_fails(
-        "deploy_disk_too_small_is_refused",
-        &store,
-        "32M",
-        "too small",
-    )?;
+    let head = deploy_fails(Failing {
+        name: "deploy_disk_too_small_is_refused",
+        store: &store,
+        disk: Disk::Blank("32M"),
+        console: "too small",
+        event: "disk: ",
+        meddle: &leave_it,
+    })?;
     ensure!(head.iter().all(|&b| b == 0), "a too-small disk was written");
     Ok(())
+}
+
+#[test]
+fn deploy_non_empty_disk_is_refused_without_wipe() -> Result<()> {
+    let art = Artifacts::locate()?;
+    let store = store(&art)?;
+    // A disk with an OS on it: the test OS's own disk image.
+    let existing = art_testos_disk(&store)?;
+    let before = std::fs::read(&existing)?;
+    let head = deploy_fails(Failing {
+        name: "deploy_non_empty_disk_is_refused_without_wipe",
+        store: &store,
+        disk: Disk::CopyOf(&existing),
+        console: "already has a partition table",
+        event: "without deploy.wipe=yes",
+        meddle: &leave_it,
+    })?;
+    ensure!(
+        head.is_empty() || head[..] == before[..head.len()],
+        "a disk with a partition table was written without deploy.wipe"
+    );
+    Ok(())
+}
+
+#[test]
+fn deploy_missing_image_is_reported() -> Result<()> {
+    let art = Artifacts::locate()?;
+    let store = store_copy(&art, "vanishing-store")?;
+    // The boot entry pins demo@1.0; the image disappears before the agent
+    // asks for it (an operator deleted it, a store on a failed mount).
+    let gone = store.join("demo/1.0");
+    let meddle = |lab: &mut PxeLab, _: &Procs, _: &Vm| -> Result<()> {
+        lab.server
+            .wait_for_log(&format!("/boot/{}.ipxe", url_mac(MAC_FAILING)), TIMEOUT)?;
+        std::fs::rename(&gone, store.join("demo/gone"))?;
+        Ok(())
+    };
+    deploy_fails(Failing {
+        name: "deploy_missing_image_is_reported",
+        store: &store,
+        disk: Disk::Blank("1G"),
+        console: "404",
+        event: "manifest: ",
+        meddle: &meddle,
+    })?;
+    Ok(())
+}
+
+#[test]
+fn deploy_unreachable_server_is_reported_when_it_returns() -> Result<()> {
+    let art = Artifacts::locate()?;
+    let store = store(&art)?;
+    // The server goes away once the agent runs (its kernel and initrd are
+    // loaded), and comes back after the agent gave up: the failure report
+    // waits for it.
+    let meddle = |lab: &mut PxeLab, procs: &Procs, vm: &Vm| -> Result<()> {
+        vm.wait_for_line("drover: agent ", TIMEOUT)?;
+        lab.server.stop();
+        // Not `wait_for_line`: that would consume the line deploy_fails checks.
+        let gave_up = drover_qemu_tests::wait_until(TIMEOUT, Duration::from_millis(200), || {
+            vm.console().iter().any(|l| l.contains("drover: error: "))
+        });
+        ensure!(gave_up, "the agent never gave up:\n{}", vm.diagnostics());
+        lab.server.restart(procs)?;
+        Ok(())
+    };
+    deploy_fails(Failing {
+        name: "deploy_unreachable_server_is_reported_when_it_returns",
+        store: &store,
+        disk: Disk::Blank("1G"),
+        console: "Connection refused",
+        event: "Connection refused",
+        meddle: &meddle,
+    })?;
+    Ok(())
+}
+
+/// The testos disk image next to the store (testos/build.sh's disk.img).
+fn art_testos_disk(store: &std::path::Path) -> Result<std::path::PathBuf> {
+    let disk = store
+        .parent()
+        .context("store without a parent")?
+        .join("testos/disk.img");
+    ensure!(disk.exists(), "no {}", disk.display());
+    Ok(disk)
+}
+
+/// The MAC as it appears in iPXE's request path (`:` URL-encoded).
+fn url_mac(mac: &str) -> String {
+    mac.replace(':', "%3A")
 }

@@ -5,14 +5,16 @@
 //! at the end, also on error.
 //!
 //! The VM deploys the test OS (built and imported as `demo@1.0`) over
-//! HTTP, reboots, and then boots the deployed OS from its disk.
+//! HTTP, reports success, reboots; the server answers its next PXE request
+//! with localboot and the VM boots the deployed OS from its disk. The
+//! server's record of the node is printed at the end.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use drover_qemu_tests::artifacts::{self, Artifacts};
 use drover_qemu_tests::lab::PxeLab;
-use drover_qemu_tests::qemu::{Firmware, Nic, Vm, VmBuilder};
+use drover_qemu_tests::qemu::{Firmware, Nic, Vm};
 use drover_qemu_tests::server::ServerConfig;
 use drover_qemu_tests::{testos, Need, TestEnv};
 
@@ -44,16 +46,18 @@ fn main() -> Result<()> {
         .nic(Nic::VirtioNet)
         .mac("52:54:00:de:00:01")
         .disk(&disk)
+        .allow_reboot(true)
         .spawn(env.procs())?;
     follow(&vm, |l| {
-        l.contains("drover") || l.contains("iPXE") || l.starts_with("http://")
+        l.contains("drover")
+            || l.contains("DROVER-TEST-OS")
+            || l.contains("iPXE")
+            || l.starts_with("http://")
+            || l.starts_with("Booting from")
     })?;
-    println!("demo: the agent rebooted the VM; booting it from its disk alone…");
-    let vm = VmBuilder::new("boot")
-        .firmware(Firmware::Bios)
-        .disk(&disk)
-        .spawn(env.procs())?;
-    follow(&vm, |l| l.contains("DROVER-TEST-OS"))?;
+    let node = lab.server.cli(&["node", "show", "52:54:00:de:00:01"])?;
+    println!("demo: the server's record of the node (drover-server node show 52:54:00:de:00:01):");
+    print!("{}", node.stdout);
     println!("demo: done; console logs in {}", env.dir().display());
     Ok(())
 }
