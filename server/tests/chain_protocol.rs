@@ -258,4 +258,38 @@ mod chain {
             .unwrap_err();
         assert!(format!("{e:#}").contains("404"), "{e:#}");
     }
+
+    #[test]
+    fn a_full_head_refuses_busy() {
+        let lab = Lab::new(2, session_config(1), None);
+        let images = std::sync::Arc::new(drover_server::chain::StoreImages::new(
+            drover_server::store::Store::new(lab.dir.path().join("store")),
+        ));
+        let cfg = drover_server::chain::HeadConfig {
+            max_connections: 1,
+            ..Default::default()
+        };
+        let l = lab
+            .rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = l.local_addr().unwrap();
+        lab.rt
+            .spawn(drover_server::chain::serve_head(l, images, cfg));
+        // The first connection takes the only slot (it has not said HELLO).
+        let _first = TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut second = TcpStream::connect(addr).unwrap();
+        second
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        second.write_all(&hello("chaintest@1.0", 0)).unwrap();
+        match read_frame(&mut second, 4096).unwrap() {
+            Frame::Refuse(r) => assert_eq!(
+                (r.code, r.message.as_str()),
+                (RefuseCode::Busy, "the head already serves 1 streams")
+            ),
+            other => panic!("got {other:?}"),
+        }
+    }
 }

@@ -62,10 +62,12 @@ pub async fn serve_head(
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            log::warn!(
-                "chain head: {peer}: already serving {} streams",
-                cfg.max_connections
-            );
+            let msg = format!("the head already serves {} streams", cfg.max_connections);
+            log::warn!("chain head: {peer}: {msg}");
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = refuse(&mut stream, RefuseCode::Busy, msg).await;
+            });
             continue;
         };
         let (images, cfg) = (images.clone(), cfg.clone());
