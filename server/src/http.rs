@@ -532,8 +532,9 @@ mod tests {
         // Next time: the failed node's localboot, which says how to retry.
         let script = f.ipxe(MAC).await;
         assert!(
-            script
-                .contains("; drover-server deploy --image NAME 52:54:00:12:34:01 retries\nexit 1\n"),
+            script.contains(
+                "; drover-server deploy --image NAME 52:54:00:12:34:01 retries\nexit 1\n"
+            ),
             "{script}"
         );
     }

@@ -190,7 +190,10 @@ mod tests {
             script.starts_with("#!ipxe\necho drover: 52:54:00:12:34:01: deployed demo@1.0 at "),
             "{script}"
         );
-        assert!(script.ends_with("; booting from disk\nexit 1\n"), "{script}");
+        assert!(
+            script.ends_with("; booting from disk\nexit 1\n"),
+            "{script}"
+        );
         let pxe = f.get("/pxelinux.cfg/01-52-54-00-12-34-01").await;
         assert!(
             pxe.body
