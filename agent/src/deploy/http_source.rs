@@ -10,8 +10,10 @@ use anyhow::{Context, Result};
 use crate::fetch::Client;
 use crate::image::{ChunkEntry, ChunkSource};
 
-/// Backoff between attempts, seconds; the last value repeats.
-const BACKOFF: &[u64] = &[1, 2, 4, 8, 15];
+/// Backoff between attempts, seconds; the last value repeats. Also the
+/// pause between rounds over the servers while none can be reached for the
+/// manifest.
+pub(crate) const BACKOFF: &[u64] = &[1, 2, 4, 8, 15];
 
 pub struct HttpSource {
     pub client: Client,

@@ -128,10 +128,6 @@ pub fn run(opts: &Options, env: &Env, report: &Reporter) -> Result<Deployed> {
 /// node that boots while its server restarts still deploys.
 pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Waits between rounds over the servers while none can be reached,
-/// seconds; the last repeats.
-const MANIFEST_BACKOFF: &[u64] = &[1, 2, 4, 8, 15];
-
 /// The first server that hands over a trustworthy manifest serves the
 /// payload. When every server failed only for transient reasons
 /// (unreachable, connection broken, 5xx), try them all again after a
@@ -160,8 +156,9 @@ fn first_manifest(
                 }
             }
         }
-        let wait =
-            std::time::Duration::from_secs(MANIFEST_BACKOFF[round.min(MANIFEST_BACKOFF.len() - 1)]);
+        let wait = std::time::Duration::from_secs(
+            http_source::BACKOFF[round.min(http_source::BACKOFF.len() - 1)],
+        );
         round += 1;
         match started.elapsed() + wait {
             spent if transient && spent <= patience => {
