@@ -61,11 +61,24 @@ pub fn finish(action: Action, delay: Duration) -> ! {
         Action::Stay => None,
     };
     if let Some(cmd) = cmd {
+        quiesce_network();
         if let Err(e) = rustix::system::reboot(cmd) {
             log::error!("reboot({cmd:?}) failed: {e}; staying up");
         }
     }
     loop {
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Take every Ethernet interface down before the kernel shuts down, as an
+/// init system's network teardown would: the reports are delivered by now,
+/// and a NIC still polling while the machine powers off has been seen to
+/// livelock a TCG guest (virtio-net TX completion spinning in ksoftirqd).
+fn quiesce_network() {
+    for iface in crate::net::iface::list(std::path::Path::new("/sys/class/net")) {
+        if let Err(e) = crate::net::iface::set_down(&iface.name) {
+            log::debug!("taking {} down: {e}", iface.name);
+        }
     }
 }

@@ -100,6 +100,15 @@ fn check(ret: libc::c_int, what: &str, name: &str) -> io::Result<()> {
 
 /// `ip link set NAME up`
 pub fn set_up(name: &str) -> io::Result<()> {
+    set_flag_up(name, true)
+}
+
+/// `ip link set NAME down`
+pub fn set_down(name: &str) -> io::Result<()> {
+    set_flag_up(name, false)
+}
+
+fn set_flag_up(name: &str, up: bool) -> io::Result<()> {
     let sock = ioctl_socket()?;
     let mut req = ifreq(name)?;
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read/write the ifreq we own; the
@@ -110,7 +119,11 @@ pub fn set_up(name: &str) -> io::Result<()> {
             "SIOCGIFFLAGS",
             name,
         )?;
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if up {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        } else {
+            req.ifr_ifru.ifru_flags &= !(libc::IFF_UP as libc::c_short);
+        }
         check(
             libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req),
             "SIOCSIFFLAGS",
