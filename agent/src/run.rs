@@ -32,7 +32,7 @@ pub fn deploy(opts: &Options, env: &Env, report: &Reporter) -> Result<Deployed> 
         Phase::Start,
         format!("agent {}: {}", crate::VERSION, opts.summary()),
     );
-    let d = deploy::run(opts, env, report)?;
+    let mut d = deploy::run(opts, env, report)?;
     log::info!(
         "deployed {} to {}: {} written, {} files, in {:.1}s; payload sha256 {}",
         d.image,
@@ -45,5 +45,10 @@ pub fn deploy(opts: &Options, env: &Env, report: &Reporter) -> Result<Deployed> 
     // Not recorded is no reason to fail: the disk is good, and the server
     // will simply offer this deploy again.
     report.success(&d);
+    // A chain node's downstreams may still need it: the machine stays up
+    // serving them (the server already knows this disk is done).
+    if let Some(relay) = d.relay.take() {
+        relay.linger();
+    }
     Ok(d)
 }

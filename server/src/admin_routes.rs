@@ -154,10 +154,39 @@ async fn deploy(
                     n.mac
                 );
             }
+            if let Err(e) = open_chain_session(&state, &nodes).await {
+                // The nodes are assigned; their session will be made at
+                // the first join instead (starting on its join timeout).
+                log::warn!("chain session not opened ahead: {e}");
+            }
             Json(Deployed { nodes }).into_response()
         }
         Err(resp) => resp,
     }
+}
+
+/// In chain mode a deploy opens its image's session expecting exactly
+/// these nodes: it starts as soon as they have all joined (or on the join
+/// timeout, if some never come).
+async fn open_chain_session(state: &AppState, nodes: &[crate::api::Node]) -> Result<(), String> {
+    let (Some(coordinator), kernel_cmdline::Mode::Chain) = (&state.chain, state.config.deploy.mode)
+    else {
+        return Ok(());
+    };
+    let Some(image) = nodes.first().and_then(|n| n.image.as_deref()) else {
+        return Ok(());
+    };
+    let id: drover_agent::chain::SessionId = image.parse()?;
+    let cfg = crate::chain::SessionConfig {
+        expected: Some(u32::try_from(nodes.len()).unwrap_or(u32::MAX)),
+        ..state.config.chain.session.clone()
+    };
+    coordinator
+        .open_session(&id, cfg)
+        .await
+        .map_err(|e| e.to_string())?;
+    log::info!("chain session {id}: expecting {} nodes", nodes.len());
+    Ok(())
 }
 
 #[cfg(test)]

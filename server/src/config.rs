@@ -10,8 +10,17 @@
 //! state = "state"                      # optional: fleet state (SQLite, admin token)
 //! [deploy]                             # deploy.* defaults for every node
 //! image = "demo"                       # optional: register unknown MACs with this image
-//! mode = "http"
+//! mode = "http"                        # or chain (torrent: not yet)
 //! on_error = "poweroff"
+//! [chain]                              # optional: chain mode's head and timers
+//! listen = "10.77.0.1:7150"            # the head's TCP port (default: listen's IP, 7150)
+//! public = "10.77.0.1:7150"            # where nodes reach it (default: public_url's IP)
+//! arity = 1                            # downstreams per node: 1 a chain, k a tree
+//! join_timeout = 30                    # seconds after the first join before starting
+//! heartbeat = 2                        # seconds between node heartbeats
+//! dead_after = 8                       # a node silent this long is failed
+//! slow_after = 10                      # a node holding back its subtree this long moves to the tail
+//! corrupt_strikes = 2                  # bad chunks blamed on a node before it is cut out
 //! ```
 //!
 //! `[deploy] image` makes the server register every unknown MAC that asks
@@ -41,6 +50,8 @@ use kernel_cmdline::{
 };
 use serde::Deserialize;
 
+use crate::chain::{SessionConfig, DEFAULT_HEAD_PORT};
+
 /// A loaded, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -65,6 +76,23 @@ pub struct Config {
     /// `image` (empty name), `wipe` (this is the default a deployment
     /// starts from), `token` and `BOOTIF`.
     pub deploy: Options,
+    /// Chain mode's head and session policy (`[chain]`).
+    pub chain: ChainConfig,
+}
+
+/// `[chain]`: where the head listens, where nodes reach it, and how
+/// sessions behave (durations in whole seconds in the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainConfig {
+    /// The head's TCP listener (`listen`; default: the HTTP listen address
+    /// with port 7150).
+    pub listen: SocketAddr,
+    /// The head as nodes reach it (`public`; default: `public_url`'s host
+    /// when it is an IP address, with the listen port). `None`: chain mode
+    /// is off (nodes asking for it fall back to HTTP).
+    pub public: Option<SocketAddr>,
+    /// Policy of every session; `expected` is set per deploy.
+    pub session: SessionConfig,
 }
 
 /// Where the state lives when the config does not say: next to the config.
@@ -110,6 +138,21 @@ struct RawConfig {
     state: Option<PathBuf>,
     #[serde(default)]
     deploy: toml::Table,
+    #[serde(default)]
+    chain: RawChain,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawChain {
+    listen: Option<String>,
+    public: Option<String>,
+    arity: Option<u32>,
+    join_timeout: Option<u64>,
+    heartbeat: Option<u64>,
+    dead_after: Option<u64>,
+    slow_after: Option<u64>,
+    corrupt_strikes: Option<u32>,
 }
 
 /// `[deploy]` keys, as written in the config (`_` or `-`), and what each takes.
@@ -274,6 +317,7 @@ impl Config {
                 _ => unreachable!("every DEPLOY_KEYS entry is handled above"),
             }
         }
+        let chain = parse_chain(file, raw.chain, listen, &deploy)?;
         Ok(Config {
             listen,
             public_url,
@@ -284,8 +328,104 @@ impl Config {
             state: dir.join(raw.state.unwrap_or_else(|| DEFAULT_STATE_DIR.into())),
             auto_register,
             deploy,
+            chain,
         })
     }
+}
+
+/// `[chain]`, checked: sane timers, and a head address nodes can reach
+/// whenever `[deploy] mode = "chain"`.
+fn parse_chain(
+    file: &Path,
+    raw: RawChain,
+    listen: SocketAddr,
+    deploy: &Options,
+) -> Result<ChainConfig, ConfigError> {
+    let addr = |key: &str, text: &str| {
+        text.parse::<SocketAddr>().map_err(|_| {
+            error(
+                file,
+                key,
+                format!("invalid value {text:?}; accepted: IP:PORT, e.g. \"10.77.0.1:7150\""),
+            )
+        })
+    };
+    let head_listen = match &raw.listen {
+        Some(t) => addr("chain.listen", t)?,
+        None => SocketAddr::new(listen.ip(), DEFAULT_HEAD_PORT),
+    };
+    let server = &deploy.servers[0];
+    let public = match &raw.public {
+        Some(t) => Some(addr("chain.public", t)?),
+        None => server
+            .host
+            .parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, head_listen.port())),
+    };
+    if public.is_none() && deploy.mode == Mode::Chain {
+        return Err(error(
+            file,
+            "chain.public",
+            format!(
+                "[deploy] mode is chain but public_url's host {:?} is not an IP address; \
+                 set [chain] public = \"IP:PORT\" (where nodes reach the head)",
+                server.host
+            ),
+        ));
+    }
+    let d = SessionConfig::default();
+    let secs = |key: &str, v: Option<u64>, default: std::time::Duration| match v {
+        None => Ok(default),
+        Some(0) => Err(error(file, key, "must be at least 1 (seconds)".into())),
+        Some(n) => Ok(std::time::Duration::from_secs(n)),
+    };
+    let session = SessionConfig {
+        arity: match raw.arity {
+            None => d.arity,
+            Some(a @ 1..=16) => a,
+            Some(a) => {
+                return Err(error(
+                    file,
+                    "chain.arity",
+                    format!(
+                        "{a}: accepted 1 (a chain) to 16 (a tree with 16 downstreams per node)"
+                    ),
+                ))
+            }
+        },
+        expected: None,
+        join_timeout: secs("chain.join_timeout", raw.join_timeout, d.join_timeout)?,
+        heartbeat: secs("chain.heartbeat", raw.heartbeat, d.heartbeat)?,
+        dead_after: secs("chain.dead_after", raw.dead_after, d.dead_after)?,
+        slow_after: secs("chain.slow_after", raw.slow_after, d.slow_after)?,
+        corrupt_strikes: match raw.corrupt_strikes {
+            Some(0) => {
+                return Err(error(
+                    file,
+                    "chain.corrupt_strikes",
+                    "must be at least 1".into(),
+                ))
+            }
+            v => v.unwrap_or(d.corrupt_strikes),
+        },
+    };
+    if session.dead_after < 2 * session.heartbeat {
+        return Err(error(
+            file,
+            "chain.dead_after",
+            format!(
+                "{}s is less than two heartbeats ({}s each): live nodes would be declared dead",
+                session.dead_after.as_secs(),
+                session.heartbeat.as_secs()
+            ),
+        ));
+    }
+    Ok(ChainConfig {
+        listen: head_listen,
+        public,
+        session,
+    })
 }
 
 fn error(file: &Path, key: &str, problem: String) -> ConfigError {
@@ -343,6 +483,68 @@ image = "demo"
 
     fn parse_err(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn chain_table_defaults_and_values() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.chain.listen, "10.77.0.1:7150".parse().unwrap());
+        assert_eq!(c.chain.public, Some("10.77.0.1:7150".parse().unwrap()));
+        assert_eq!(c.chain.session, SessionConfig::default());
+
+        let c = parse(&format!(
+            "{MINIMAL}[chain]\nlisten = \"0.0.0.0:7000\"\npublic = \"192.0.2.1:7001\"\narity = 2\n\
+             join_timeout = 5\nheartbeat = 1\ndead_after = 3\nslow_after = 4\ncorrupt_strikes = 3\n"
+        ))
+        .unwrap();
+        assert_eq!(c.chain.listen, "0.0.0.0:7000".parse().unwrap());
+        assert_eq!(c.chain.public, Some("192.0.2.1:7001".parse().unwrap()));
+        let s = &c.chain.session;
+        assert_eq!(
+            (s.arity, s.join_timeout.as_secs(), s.heartbeat.as_secs()),
+            (2, 5, 1)
+        );
+        assert_eq!(
+            (
+                s.dead_after.as_secs(),
+                s.slow_after.as_secs(),
+                s.corrupt_strikes
+            ),
+            (3, 4, 3)
+        );
+    }
+
+    #[test]
+    fn chain_table_errors_say_what_is_accepted() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[chain]\narity = 0\n",
+                "key `chain.arity`: 0: accepted 1 (a chain) to 16",
+            ),
+            (
+                "[chain]\nheartbeat = 0\n",
+                "key `chain.heartbeat`: must be at least 1",
+            ),
+            (
+                "[chain]\nheartbeat = 5\ndead_after = 9\n",
+                "key `chain.dead_after`: 9s is less than two heartbeats",
+            ),
+            (
+                "[chain]\npublic = \"head:7150\"\n",
+                "key `chain.public`: invalid value \"head:7150\"; accepted: IP:PORT",
+            ),
+            ("[chain]\nbogus = 1\n", "unknown field `bogus`"),
+        ];
+        for (extra, want) in cases {
+            let e = parse_err(&format!("{MINIMAL}{extra}"));
+            assert!(e.contains(want), "{extra:?}: {e}");
+        }
+        // Chain mode with a public_url host nodes cannot use as the head.
+        let e = parse_err(
+            "listen = \"0.0.0.0:80\"\npublic_url = \"http://boot.example\"\nkernel = \"k\"\n\
+             initrd = \"i\"\n[deploy]\nmode = \"chain\"\n",
+        );
+        assert!(e.contains("key `chain.public`: [deploy] mode is chain but public_url's host \"boot.example\" is not an IP address"), "{e}");
     }
 
     #[test]

@@ -241,6 +241,46 @@ impl Fleet {
         })
     }
 
+    /// Is `token` the deploy token of `mac`'s current deployment? (The
+    /// chain coordinator's check: the same token as the node's reports.)
+    pub fn token_ok(&self, mac: &MacAddr, token: Option<&str>) -> bool {
+        let Some(token) = token else { return false };
+        let key = mac.to_string();
+        self.db
+            .read(|tx| tx.token(&key))
+            .ok()
+            .flatten()
+            .is_some_and(|t| tokens::matches(&t, token))
+    }
+
+    /// The chain coordinator declared `mac` failed in the session of
+    /// `image` (`NAME@VERSION`): record it as the node's failure, as if
+    /// it had reported it, if that is still its deployment. A node that
+    /// was only silent and finishes after all may still report success.
+    pub fn chain_failed(&self, mac: MacAddr, image: &str, why: &str) -> Result<(), FleetError> {
+        let now = now_ms();
+        let key = mac.to_string();
+        self.db.write(|tx| {
+            let Some(mut node) = tx.node(&key)? else {
+                return Ok(());
+            };
+            if !node.state.in_progress() || node.image.as_deref() != Some(image) {
+                return Ok(());
+            }
+            let report = Report::Failure {
+                phase: drover_agent::report::Phase::Write,
+                error: format!("chain session {image}: {why} (declared by the coordinator)"),
+            };
+            let applied = apply_report(&mut node, &report, || Err(String::new()), now)
+                .map_err(FleetError::Conflict)?;
+            tx.update(&node)?;
+            if let Some(event) = &applied.event {
+                tx.add_event(&key, now, event)?;
+            }
+            Ok(())
+        })
+    }
+
     /// The payload hash in the manifest of the pinned `image`.
     fn payload_sha256(&self, image: Option<&str>) -> Result<String, String> {
         let image = image.ok_or("no image is assigned")?;

@@ -34,42 +34,92 @@ use axum::routing::get;
 use axum::Router;
 use tower_http::services::ServeFile;
 
+use drover_agent::chain::api::HEARTBEAT_PATH;
 use kernel_cmdline::MacAddr;
 
 use crate::boot::{self, BootEntry};
+use crate::chain::{Coordinator, CoordinatorConfig, FnAuth, StoreImages};
 use crate::config::Config;
 use crate::fleet::{Fleet, FleetError};
 use crate::metrics::Metrics;
+use crate::store::Store;
 use crate::tokens;
 
 /// Shared server state.
 pub struct AppState {
     pub config: Config,
-    pub fleet: Fleet,
+    pub fleet: Arc<Fleet>,
     pub metrics: Metrics,
     /// What admin requests must carry.
     pub admin_token: String,
+    /// Chain mode's coordinator: present when the server has an image
+    /// store (the head serves from it) and a head address nodes can reach.
+    pub chain: Option<Arc<Coordinator>>,
 }
 
 impl AppState {
     /// The state of `config`: its state directory (created if missing)
     /// with the fleet database and the admin token (made if missing).
     pub fn open(config: Config) -> anyhow::Result<AppState> {
-        let fleet = Fleet::open(&config)?;
+        let fleet = Arc::new(Fleet::open(&config)?);
         let admin_token = tokens::load_or_create_admin_token(&config.state)?;
+        let chain = coordinator(&config, &fleet, &admin_token);
         Ok(AppState {
             config,
             fleet,
             metrics: Metrics::default(),
             admin_token,
+            chain,
         })
     }
+}
+
+/// The chain coordinator over the fleet: nodes authenticate with their
+/// deployment's token, admins with the admin token, and a node the
+/// coordinator declares dead is recorded failed in the fleet.
+fn coordinator(config: &Config, fleet: &Arc<Fleet>, admin: &str) -> Option<Arc<Coordinator>> {
+    let store = config.store.clone()?;
+    let head = config.chain.public?;
+    let nodes = fleet.clone();
+    let admin = admin.to_owned();
+    let auth = FnAuth {
+        node: move |mac: &MacAddr, token: Option<&str>| nodes.token_ok(mac, token),
+        admin: move |token: Option<&str>| token.is_some_and(|t| tokens::matches(&admin, t)),
+    };
+    let c = Coordinator::new(
+        CoordinatorConfig {
+            head,
+            defaults: config.chain.session.clone(),
+        },
+        Arc::new(auth),
+        Arc::new(StoreImages::new(Store::new(store))),
+    );
+    let failed = fleet.clone();
+    c.on_failed(Arc::new(move |id, mac, why| {
+        let fleet = failed.clone();
+        let (image, why) = (id.to_string(), why.to_owned());
+        let record = move || {
+            if let Err(e) = fleet.chain_failed(mac, &image, &why) {
+                log::warn!("recording {mac}'s chain failure: {e}");
+            }
+        };
+        // Called from the coordinator's async tasks: SQLite waits elsewhere.
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(record)),
+            Err(_) => record(),
+        }
+    }));
+    Some(c)
 }
 
 /// The server's routes.
 pub fn router(state: Arc<AppState>) -> Router {
     let kernel = ServeFile::new(&state.config.kernel);
     let initrd = ServeFile::new(&state.config.initrd);
+    let chain = match &state.chain {
+        Some(c) => crate::chain::routes(c.clone()),
+        None => Router::new(),
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         // One path segment: axum's matcher has no `{mac}.ipxe` suffix
@@ -82,6 +132,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::image_routes::routes())
         .merge(crate::report_routes::routes())
         .merge(crate::admin_routes::routes(state.clone()))
+        .merge(chain)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state.clone())
@@ -243,7 +294,16 @@ async fn log_request(State(state): State<Arc<AppState>>, req: Request, next: Nex
     let start = Instant::now();
     let resp = next.run(req).await;
     state.metrics.request();
-    log::info!(
+    // Chain heartbeats come every few seconds from every node: routine
+    // ones only at debug level, failures always.
+    let routine = resp.status().is_success() && uri.path() == HEARTBEAT_PATH;
+    let level = if routine {
+        log::Level::Debug
+    } else {
+        log::Level::Info
+    };
+    log::log!(
+        level,
         "{peer} {method} {uri} -> {} ({} ms)",
         resp.status().as_u16(),
         start.elapsed().as_millis()
@@ -269,7 +329,27 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
             .map_or("none".into(), |s| s.display().to_string()),
         config.state.display()
     );
-    let app = router(Arc::new(state));
+    let state = Arc::new(state);
+    let config = &state.config;
+    if let Some(c) = &state.chain {
+        let head = tokio::net::TcpListener::bind(config.chain.listen)
+            .await
+            .with_context(|| format!("binding the chain head's {}", config.chain.listen))?;
+        log::info!(
+            "chain head listening on {}, reached by nodes as {}",
+            head.local_addr()?,
+            config.chain.public.map_or("-".into(), |a| a.to_string())
+        );
+        tokio::spawn(crate::chain::serve_head(
+            head,
+            c.images(),
+            crate::chain::HeadConfig::default(),
+        ));
+        tokio::spawn(c.clone().run_ticker(std::time::Duration::from_secs(1)));
+    } else {
+        log::info!("chain mode off: it needs an image store and a head address nodes can reach ([chain] public)");
+    }
+    let app = router(state.clone());
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

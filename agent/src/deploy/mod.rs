@@ -1,19 +1,23 @@
 //! The deploy: choose a server, trust its manifest, choose the disk, write.
 //!
-//! Only `deploy.mode=http` exists so far; chain and torrent say so.
+//! The payload's chunks come from the server over HTTP (`deploy.mode=http`)
+//! or from a relay chain (`deploy.mode=chain`, HTTP as its fallback); the
+//! same verify → inflate → write pipeline takes them either way.
 
 pub mod apply;
 pub mod http_source;
 pub mod trust;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use kernel_cmdline::{MacAddr, Mode, Options, PublicKey};
 
+use crate::chain::{self, ChainOptions, ChainSource};
 use crate::disk;
 use crate::fetch::Client;
-use crate::image::{Manifest, PAYLOAD_FILE};
+use crate::image::{ChunkSource, Manifest, PAYLOAD_FILE};
 use crate::report::{Phase, Reporter};
 use http_source::HttpSource;
 use trust::Trust;
@@ -40,14 +44,45 @@ pub struct Deployed {
     pub disk: PathBuf,
     pub payload_sha256: String,
     pub written: apply::Written,
+    /// Chain mode: the relay, still serving this node's downstreams; hand
+    /// it to [`Relay::linger`] once the success is reported.
+    pub relay: Option<Relay>,
+}
+
+/// A chain node's relay after its own disk is done.
+pub struct Relay(ChainSource);
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Relay")
+    }
+}
+
+impl Relay {
+    /// Keep serving downstreams until none needs this node (at most
+    /// [`chain::DEFAULT_LINGER`]), then leave the session.
+    pub fn linger(self) {
+        log::info!("chain: disk done; still serving downstreams while they need this node");
+        let s = self.0.finish(chain::DEFAULT_LINGER);
+        let fallback = match &s.fallback {
+            Some(why) => format!("; fell back to HTTP: {why}"),
+            None => String::new(),
+        };
+        log::info!(
+            "chain: left the session: {} chunks forwarded, {} upstream connections, \
+             {} corrupt chunks refused{fallback}",
+            s.forwarded,
+            s.connections,
+            s.corrupt
+        );
+    }
 }
 
 /// Deploy as the options say, reporting each phase and the progress.
 pub fn run(opts: &Options, env: &Env, report: &Reporter) -> Result<Deployed> {
-    if opts.mode != Mode::Http {
+    if opts.mode == Mode::Torrent {
         bail!(
-            "deploy.mode={} is not implemented in agent {} yet (only http is); use deploy.mode=http",
-            opts.mode,
+            "deploy.mode=torrent is not implemented in agent {} yet; use deploy.mode=http or chain",
             crate::VERSION
         );
     }
@@ -96,7 +131,7 @@ pub fn run(opts: &Options, env: &Env, report: &Reporter) -> Result<Deployed> {
         env.root.join("run/drover")
     };
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    let mut source = HttpSource {
+    let http = HttpSource {
         client,
         path: format!(
             "{}/{PAYLOAD_FILE}",
@@ -104,6 +139,7 @@ pub fn run(opts: &Options, env: &Env, report: &Reporter) -> Result<Deployed> {
         ),
         attempts: 8,
     };
+    let mut source = source(opts, env, &manifest, http)?;
     let target = apply::Target {
         disk: &disk_path,
         root: &env.root,
@@ -112,8 +148,13 @@ pub fn run(opts: &Options, env: &Env, report: &Reporter) -> Result<Deployed> {
         scratch: &scratch,
         report,
     };
-    let written = apply::apply(&manifest, &target, &mut source);
+    let written = match &mut source {
+        Source::Http(s) => apply::apply(&manifest, &target, s),
+        Source::Chain(s) => apply::apply(&manifest, &target, s),
+    };
     let _ = std::fs::remove_dir_all(&scratch);
+    // On an error the chain source is dropped here: the node leaves its
+    // session at once and its downstreams are moved on.
     let written =
         written.with_context(|| format!("deploying {image} to {}", disk_path.display()))?;
     Ok(Deployed {
@@ -121,7 +162,49 @@ pub fn run(opts: &Options, env: &Env, report: &Reporter) -> Result<Deployed> {
         disk: disk_path,
         payload_sha256: manifest.payload.sha256.to_string(),
         written,
+        relay: match source {
+            Source::Http(_) => None,
+            Source::Chain(c) => Some(Relay(c)),
+        },
     })
+}
+
+enum Source {
+    Http(HttpSource),
+    Chain(ChainSource),
+}
+
+/// Where the payload's chunks come from. Chain mode joins the image's
+/// session with the manifest's server as coordinator and plain HTTP as the
+/// fallback; when no coordinator takes the node (an old server, chain
+/// disabled) the whole payload comes over HTTP instead.
+fn source(opts: &Options, env: &Env, manifest: &Manifest, http: HttpSource) -> Result<Source> {
+    if opts.mode != Mode::Chain {
+        return Ok(Source::Http(http));
+    }
+    let Some(mac) = env.mac else {
+        bail!(
+            "deploy.mode=chain needs this node's MAC to join a session (BOOTIF= on the command \
+             line, or --mac in process mode)"
+        );
+    };
+    let coordinator = http.client.server.clone();
+    let mut servers = vec![coordinator.clone()];
+    servers.extend(opts.servers.iter().filter(|s| **s != coordinator).cloned());
+    let chain_opts = ChainOptions::new(servers, opts.token.clone(), mac);
+    let fallback = HttpSource {
+        client: http.client.clone(),
+        path: http.path.clone(),
+        attempts: http.attempts,
+    };
+    let fallback: Box<dyn ChunkSource + Send> = Box::new(fallback);
+    match chain::deploy_source(chain_opts, Arc::new(manifest.clone()), Some(fallback)) {
+        Ok(c) => Ok(Source::Chain(c)),
+        Err(e) => {
+            log::warn!("chain: {e:#}; fetching the whole payload over HTTP instead");
+            Ok(Source::Http(http))
+        }
+    }
 }
 
 /// How long a node keeps trying to reach a server for the manifest: a

@@ -121,6 +121,7 @@ fn deployed() -> Deployed {
             entries: 3,
             elapsed: Duration::from_millis(1500),
         },
+        relay: None,
     }
 }
 

@@ -44,12 +44,27 @@ struct Entry {
     changes: watch::Sender<u64>,
 }
 
+impl Entry {
+    /// Begin the session anew (a new deployment of an image whose last
+    /// session is over); long polls keep their channel.
+    fn renew(&mut self, session: Session) {
+        self.session = session;
+        self.session.version = self.changes.borrow().wrapping_add(1);
+        self.changes.send_replace(self.session.version);
+    }
+}
+
+/// Told when the coordinator declares a node failed (silent past
+/// `dead_after`): the session, the node, why.
+pub type FailureHook = Arc<dyn Fn(&SessionId, MacAddr, &str) + Send + Sync>;
+
 /// See the module documentation.
 pub struct Coordinator {
     cfg: CoordinatorConfig,
     auth: Arc<dyn ChainAuth>,
     images: Arc<dyn ImageLookup>,
     sessions: Mutex<HashMap<SessionId, Entry>>,
+    on_failed: Mutex<Option<FailureHook>>,
 }
 
 impl Coordinator {
@@ -63,7 +78,31 @@ impl Coordinator {
             auth,
             images,
             sessions: Mutex::new(HashMap::new()),
+            on_failed: Mutex::new(None),
         })
+    }
+
+    /// Call `hook` for every node declared failed from now on.
+    pub fn on_failed(&self, hook: FailureHook) {
+        *self.on_failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// Take the sessions' newly failed nodes and tell the hook, outside
+    /// the sessions' lock.
+    fn tell_failures(&self, failed: Vec<(SessionId, MacAddr, String)>) {
+        if failed.is_empty() {
+            return;
+        }
+        let hook = self
+            .on_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            for (id, mac, why) in failed {
+                hook(&id, mac, &why);
+            }
+        }
     }
 
     pub fn auth(&self) -> &dyn ChainAuth {
@@ -80,11 +119,16 @@ impl Coordinator {
     }
 
     /// Create `id`'s session with `cfg` (e.g. the expected node count of
-    /// a deploy); an existing session keeps its nodes and takes `cfg`.
+    /// a deploy); a running session keeps its nodes and takes `cfg`, one
+    /// that is over is replaced.
     pub async fn open_session(&self, id: &SessionId, cfg: SessionConfig) -> Result<(), ApiError> {
         let total = self.chunk_count(id).await?;
         let mut sessions = self.lock();
         match sessions.get_mut(id) {
+            Some(e) if e.session.is_over() => {
+                log::info!("chain session {id}: the last one is over; a new one begins");
+                e.renew(Session::new(id.clone(), total, cfg));
+            }
             Some(e) => e.session.cfg = cfg,
             None => {
                 sessions.insert(id.clone(), new_entry(id, total, cfg));
@@ -112,11 +156,21 @@ impl Coordinator {
         create: bool,
         f: impl FnOnce(&mut Session, Instant) -> R,
     ) -> Result<R, ApiError> {
-        if create && !self.lock().contains_key(id) {
+        let usable =
+            |s: &HashMap<SessionId, Entry>| s.get(id).is_some_and(|e| !e.session.is_over());
+        if create && !usable(&self.lock()) {
             let total = self.chunk_count(id).await?;
-            self.lock()
-                .entry(id.clone())
-                .or_insert_with(|| new_entry(id, total, self.cfg.defaults.clone()));
+            let mut sessions = self.lock();
+            match sessions.get_mut(id) {
+                Some(e) if e.session.is_over() => {
+                    log::info!("chain session {id}: the last one is over; a new one begins");
+                    e.renew(Session::new(id.clone(), total, self.cfg.defaults.clone()));
+                }
+                Some(_) => {}
+                None => {
+                    sessions.insert(id.clone(), new_entry(id, total, self.cfg.defaults.clone()));
+                }
+            }
         }
         let mut sessions = self.lock();
         let e = sessions
@@ -127,6 +181,9 @@ impl Coordinator {
         if e.session.version != before {
             e.changes.send_replace(e.session.version);
         }
+        let failed = take_failed(id, &mut e.session);
+        drop(sessions);
+        self.tell_failures(failed);
         Ok(r)
     }
 
@@ -268,14 +325,24 @@ impl Coordinator {
     /// Apply the clock to every session.
     pub fn tick(&self) {
         let now = Instant::now();
-        for e in self.lock().values_mut() {
+        let mut failed = Vec::new();
+        for (id, e) in self.lock().iter_mut() {
             let before = e.session.version;
             e.session.tick(now);
             if e.session.version != before {
                 e.changes.send_replace(e.session.version);
             }
+            failed.extend(take_failed(id, &mut e.session));
         }
+        self.tell_failures(failed);
     }
+}
+
+fn take_failed(id: &SessionId, s: &mut Session) -> Vec<(SessionId, MacAddr, String)> {
+    s.newly_failed
+        .drain(..)
+        .map(|(mac, why)| (id.clone(), mac, why))
+        .collect()
 }
 
 fn new_entry(id: &SessionId, total: u32, cfg: SessionConfig) -> Entry {

@@ -161,6 +161,9 @@ pub struct Session {
     leaves: Vec<MacAddr>,
     /// Bumped on every change of any assignment (long polls watch it).
     pub version: u64,
+    /// Nodes declared failed since the coordinator last took this list
+    /// (it tells the fleet), with why.
+    pub newly_failed: Vec<(MacAddr, String)>,
 }
 
 impl Session {
@@ -175,7 +178,21 @@ impl Session {
             order: Vec::new(),
             leaves: Vec::new(),
             version: 0,
+            newly_failed: Vec::new(),
         }
+    }
+
+    /// No node is waiting, active or suspect: every one left, failed or
+    /// was cut out (or none joined). A new deployment of the same image
+    /// starts a fresh session rather than joining this one's tail.
+    pub fn is_over(&self) -> bool {
+        !self.nodes.is_empty()
+            && self.nodes.values().all(|n| {
+                matches!(
+                    n.state,
+                    NodeState::Failed | NodeState::Left | NodeState::CutOut
+                )
+            })
     }
 
     pub fn node(&self, mac: &MacAddr) -> Option<&Node> {
@@ -446,11 +463,10 @@ impl Session {
         for m in silent {
             self.remove(&m);
             if let Some(n) = self.nodes.get_mut(&m) {
-                n.note(format!(
-                    "failed: no heartbeat for {}s",
-                    dead_after.as_secs_f32()
-                ));
+                let why = format!("failed: no heartbeat for {}s", dead_after.as_secs_f32());
+                n.note(why.clone());
                 n.state = NodeState::Failed;
+                self.newly_failed.push((m, why));
             }
         }
         if self.started {

@@ -365,3 +365,23 @@ fn a_slow_link_with_downstreams_moves_to_the_tail() {
     }
     assert_eq!(shape(&s), ["1<-head", "3<-1", "4<-3", "2<-4"]);
 }
+
+#[test]
+fn silent_nodes_are_listed_once_for_the_fleet_and_a_session_ends() {
+    let t = Instant::now();
+    let mut s = started(1, 3, t);
+    assert!(!s.is_over());
+    beat(&mut s, 1, 10, 0, t + Duration::from_secs(2));
+    beat(&mut s, 3, 10, 0, t + Duration::from_secs(2));
+    s.tick(t + Duration::from_secs(4));
+    let failed: Vec<u8> = s.newly_failed.drain(..).map(|(m, _)| m.0[5]).collect();
+    assert_eq!(failed, [2], "only the silent node");
+    s.tick(t + Duration::from_secs(4));
+    assert!(s.newly_failed.is_empty(), "told once");
+    s.leave(mac(1), true, t + Duration::from_secs(4)).unwrap();
+    assert!(!s.is_over(), "3 is still active");
+    s.leave(mac(3), true, t + Duration::from_secs(4)).unwrap();
+    assert!(s.is_over(), "left or failed, every one");
+    let empty = Session::new("img@1".parse().unwrap(), 10, cfg(1));
+    assert!(!empty.is_over(), "a session nobody joined yet is not over");
+}

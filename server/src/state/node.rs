@@ -270,7 +270,10 @@ pub fn apply_report(
     expected_sha256: impl FnOnce() -> Result<String, String>,
     now_ms: i64,
 ) -> Result<Applied, String> {
-    if !node.state.in_progress() {
+    // A node the chain coordinator declared failed (silent too long) may
+    // have finished after all: its success still counts.
+    let late_success = node.state == NodeState::Failed && matches!(report, Report::Success { .. });
+    if !node.state.in_progress() && !late_success {
         return Err(format!(
             "node {} has no deployment in progress (state {}); reports are accepted from pending, booting and deploying nodes (drover-server deploy starts one)",
             node.mac, node.state
