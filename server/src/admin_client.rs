@@ -11,6 +11,8 @@ use std::io;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use drover_agent::chain::api::{SessionStatus, Start, SESSIONS_PATH, START_PATH};
+use drover_agent::chain::SessionId;
 use drover_agent::fetch::Client;
 use kernel_cmdline::ServerUrl;
 use serde::de::DeserializeOwned;
@@ -79,6 +81,19 @@ impl AdminClient {
     pub fn deploy(&self, req: &DeployRequest) -> Result<Vec<Node>> {
         let deployed: Deployed = self.call("POST", api::DEPLOY_PATH, Some(req))?;
         Ok(deployed.nodes)
+    }
+
+    /// A chain session as the coordinator sees it.
+    pub fn chain_status(&self, session: &SessionId) -> Result<SessionStatus> {
+        self.call("GET", &format!("{SESSIONS_PATH}/{session}"), None::<&()>)
+    }
+
+    /// Start a chain session now, with the nodes that have joined.
+    pub fn chain_start(&self, session: &SessionId) -> Result<SessionStatus> {
+        let req = Start {
+            session: session.to_string(),
+        };
+        self.call("POST", START_PATH, Some(&req))
     }
 
     fn call<T: DeserializeOwned>(

@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use argh::FromArgs;
+use drover_agent::chain::SessionId;
 use drover_agent::image::manifest::{CHUNK_ALIGN, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
 use drover_agent::image::{sign, BuildOptions};
 use kernel_cmdline::ImageRef;
@@ -62,6 +63,67 @@ pub enum Command {
     Node(NodeArgs),
     Deploy(DeployArgs),
     Status(StatusArgs),
+    Chain(ChainArgs),
+}
+
+/// Chain-mode sessions: see one, or start it without waiting for more nodes.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "chain")]
+pub struct ChainArgs {
+    #[argh(subcommand)]
+    pub command: ChainCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum ChainCommand {
+    Status(ChainStatusArgs),
+    Start(ChainStartArgs),
+}
+
+/// A chain session's nodes in chain order: state, upstream, chunks received and written, last event.
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "status",
+    example = "{command_name} --config /etc/drover/server.toml demo@1.0"
+)]
+pub struct ChainStatusArgs {
+    /// the server's TOML config file (public_url, state directory)
+    #[argh(option)]
+    pub config: PathBuf,
+    /// the server's URL (default: the config's public_url)
+    #[argh(option)]
+    pub server: Option<String>,
+    /// the admin token file (default: admin.token in the config's state directory)
+    #[argh(option)]
+    pub token_file: Option<PathBuf>,
+    /// the session: the deployed image as NAME@VERSION
+    #[argh(positional)]
+    pub session: SessionId,
+}
+
+/// Start a chain session now with the nodes that joined (late ones join its tail).
+#[derive(FromArgs, Debug)]
+#[argh(
+    subcommand,
+    name = "start",
+    note = "A session starts by itself when every node of its deploy joined, or [chain] join_timeout
+seconds after the first join; this starts it at once."
+)]
+pub struct ChainStartArgs {
+    /// the server's TOML config file (public_url, state directory)
+    #[argh(option)]
+    pub config: PathBuf,
+    /// the server's URL (default: the config's public_url)
+    #[argh(option)]
+    pub server: Option<String>,
+    /// the admin token file (default: admin.token in the config's state directory)
+    #[argh(option)]
+    pub token_file: Option<PathBuf>,
+    /// the session: the deployed image as NAME@VERSION
+    #[argh(positional)]
+    pub session: SessionId,
 }
 
 /// Serve boot entries (/boot/MAC.ipxe), the kernel/initrd, the image store, node reports, the admin API and /metrics over HTTP.
@@ -570,6 +632,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Node(NodeArgs { command }) => run_node(command)?,
         Command::Deploy(a) => run_deploy(a)?,
         Command::Status(a) => return run_status(a),
+        Command::Chain(ChainArgs { command }) => {
+            let (config, server, token_file, session, start) = match command {
+                ChainCommand::Status(a) => (a.config, a.server, a.token_file, a.session, false),
+                ChainCommand::Start(a) => (a.config, a.server, a.token_file, a.session, true),
+            };
+            let client = admin(&config, server.as_deref(), token_file.as_deref())?;
+            let status = if start {
+                client.chain_start(&session)?
+            } else {
+                client.chain_status(&session)?
+            };
+            print!("{}", crate::chain::session_text::render(&status));
+        }
         Command::DnsmasqConfig(a) => {
             // Mode first: a usage mistake is reported before the config is read.
             let mode = DhcpMode::from_flags(a.dhcp_range, a.proxy).map_err(anyhow::Error::msg)?;

@@ -88,8 +88,9 @@ pub struct ChainConfig {
     /// with port 7150).
     pub listen: SocketAddr,
     /// The head as nodes reach it (`public`; default: `public_url`'s host
-    /// when it is an IP address, with the listen port). `None`: chain mode
-    /// is off (nodes asking for it fall back to HTTP).
+    /// when it is an IP address, with the listen port — the bound one when
+    /// that is 0). `None`: chain mode is off (nodes asking for it fall
+    /// back to HTTP).
     pub public: Option<SocketAddr>,
     /// Policy of every session; `expected` is set per deploy.
     pub session: SessionConfig,
@@ -352,6 +353,8 @@ fn parse_chain(
     };
     let head_listen = match &raw.listen {
         Some(t) => addr("chain.listen", t)?,
+        // An ephemeral HTTP port (tests) gets an ephemeral head too.
+        None if listen.port() == 0 => SocketAddr::new(listen.ip(), 0),
         None => SocketAddr::new(listen.ip(), DEFAULT_HEAD_PORT),
     };
     let server = &deploy.servers[0];

@@ -335,10 +335,11 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
         let head = tokio::net::TcpListener::bind(config.chain.listen)
             .await
             .with_context(|| format!("binding the chain head's {}", config.chain.listen))?;
+        c.head_bound(head.local_addr()?.port());
         log::info!(
-            "chain head listening on {}, reached by nodes as {}",
+            "chain head on {}, reached by nodes as {}",
             head.local_addr()?,
-            config.chain.public.map_or("-".into(), |a| a.to_string())
+            c.head()
         );
         tokio::spawn(crate::chain::serve_head(
             head,

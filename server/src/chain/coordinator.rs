@@ -65,6 +65,9 @@ pub struct Coordinator {
     images: Arc<dyn ImageLookup>,
     sessions: Mutex<HashMap<SessionId, Entry>>,
     on_failed: Mutex<Option<FailureHook>>,
+    /// `cfg.head`, or where the head really listens once bound (a
+    /// configured port 0).
+    head: Mutex<SocketAddr>,
 }
 
 impl Coordinator {
@@ -74,12 +77,27 @@ impl Coordinator {
         images: Arc<dyn ImageLookup>,
     ) -> Arc<Self> {
         Arc::new(Coordinator {
-            cfg,
             auth,
             images,
             sessions: Mutex::new(HashMap::new()),
             on_failed: Mutex::new(None),
+            head: Mutex::new(cfg.head),
+            cfg,
         })
+    }
+
+    /// The head's address as nodes are told it.
+    pub fn head(&self) -> SocketAddr {
+        *self.head.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The head listener is bound: with a configured port 0, tell nodes
+    /// the port it got.
+    pub fn head_bound(&self, port: u16) {
+        let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
+        if head.port() == 0 {
+            head.set_port(port);
+        }
     }
 
     /// Call `hook` for every node declared failed from now on.
@@ -193,7 +211,7 @@ impl Coordinator {
             .placement(mac)
             .ok_or_else(|| ApiError::NotFound(format!("{mac} has not joined {}", s.id)))?;
         let upstream = p.upstream.and_then(|u| match u {
-            Upstream::Head => Some(self.cfg.head.to_string()),
+            Upstream::Head => Some(self.head().to_string()),
             Upstream::Node(m) => s.node(&m).map(|n| n.listen.to_string()),
         });
         Ok(Assignment {

@@ -49,7 +49,7 @@ pub async fn serve_head(
     images: Arc<dyn ImageLookup>,
     cfg: HeadConfig,
 ) -> io::Result<()> {
-    log::info!("chain head listening on {}", listener.local_addr()?);
+    log::info!("chain head: serving chunks on {}", listener.local_addr()?);
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     loop {
         let (stream, peer) = match listener.accept().await {

@@ -11,14 +11,18 @@
 //! - [`ChainAuth`] and [`ImageLookup`]: what the coordinator needs from
 //!   the rest of the server (node tokens, the store), as traits.
 //!
-//! Wiring (not done here): build a [`Coordinator`] with the head's public
-//! address, merge [`routes()`] into `http::router`, and spawn
+//! - [`session_text`]: a session as the `chain status` command prints it.
+//!
+//! Wiring (`crate::http`): the server builds a [`Coordinator`] over its
+//! fleet (node tokens, failures recorded) when it has a store and a head
+//! address (`[chain]` in the config), merges [`routes()`], and spawns
 //! [`serve_head()`] on its own port beside `axum::serve`.
 
 pub mod coordinator;
 pub mod head;
 pub mod lookup;
 pub mod routes;
+pub mod session_text;
 pub mod topology;
 
 pub use coordinator::{ApiError, Coordinator, CoordinatorConfig};

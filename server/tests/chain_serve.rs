@@ -1,0 +1,233 @@
+//! Chain mode through the real `drover-server serve`: the deploy opens the
+//! session expecting its nodes, nodes authenticate with the tokens of
+//! their boot entries, the head streams from the store, a node that joins
+//! and falls silent is bypassed and recorded failed in the fleet, and
+//! `chain status`/`chain start` show and start sessions. The nodes are the
+//! agent's own chain library on loopback (`deploy_source`), one thread
+//! each; the VM tests run the same in QEMU.
+
+mod common;
+use common::{serve, BIN};
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use drover_agent::chain::api::{Join, JOIN_PATH};
+use drover_agent::chain::{deploy_source, ChainOptions, RelayConfig};
+use drover_agent::fetch::Client;
+use drover_agent::image::{ChunkSource, Manifest};
+use kernel_cmdline::MacAddr;
+
+const MACS: [&str; 3] = [
+    "52:54:00:aa:00:01",
+    "52:54:00:aa:00:02",
+    "52:54:00:aa:00:03",
+];
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn cli(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .args(["--config", s(config)])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(config: &Path, args: &[&str]) -> String {
+    let (code, out, err) = cli(config, args);
+    assert_eq!(code, Some(0), "{args:?}:\n{out}\n{err}");
+    out
+}
+
+/// The `deploy.token=` of `mac`'s boot entry.
+fn token(url: &str, mac: &str) -> String {
+    let entry = Client::new(url.parse().unwrap())
+        .get(&format!("/boot/{mac}.ipxe"), 1 << 16)
+        .unwrap();
+    let entry = String::from_utf8(entry).unwrap();
+    assert!(entry.contains("deploy.mode=chain"), "{entry}");
+    entry
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("deploy.token="))
+        .unwrap_or_else(|| panic!("no token in {entry}"))
+        .to_owned()
+}
+
+#[test]
+fn chain_session_through_the_real_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("vmlinuz"), b"kernel").unwrap();
+    std::fs::write(dir.join("initrd.img"), b"initrd").unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {:?}", out);
+    };
+    let keys = dir.join("keys");
+    let store = dir.join("store");
+    run(&["key", "generate", "--out", s(&keys)]);
+    // Incompressible content in small chunks: a stream of many frames.
+    let content = dir.join("content.img");
+    let bytes: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&content, &bytes).unwrap();
+    run(&[
+        "image",
+        "import",
+        "--store",
+        s(&store),
+        "--name",
+        "demo",
+        "--version",
+        "1.0",
+        "--key",
+        s(&keys.join("drover.key")),
+        "--chunk-size",
+        "256K",
+        "--partition",
+        &format!("size=4M,content=raw:{}", s(&content)),
+    ]);
+    let manifest = Arc::new(
+        Manifest::parse(&std::fs::read(store.join("demo/1.0/manifest.json")).unwrap()).unwrap(),
+    );
+    let payload = std::fs::read(store.join("demo/1.0/payload")).unwrap();
+    assert!(
+        manifest.chunks.len() >= 8,
+        "{} chunks",
+        manifest.chunks.len()
+    );
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let config = dir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\npublic_url = \"{url}\"\nkernel = \"vmlinuz\"\n\
+             initrd = \"initrd.img\"\nstore = \"store\"\n[deploy]\nmode = \"chain\"\n\
+             [chain]\nlisten = \"127.0.0.1:0\"\nheartbeat = 1\ndead_after = 3\njoin_timeout = 60\n"
+        ),
+    )
+    .unwrap();
+    let _server = serve(&config);
+
+    for mac in MACS {
+        ok(&config, &["node", "add", mac]);
+    }
+    let mut args = vec!["deploy", "--image", "demo"];
+    args.extend(MACS);
+    ok(&config, &args);
+    let out = ok(&config, &["chain", "status", "demo@1.0"]);
+    assert!(
+        out.starts_with("session demo@1.0: waiting for nodes, 0 nodes in a chain"),
+        "{out}"
+    );
+
+    // A wrong token is refused.
+    let client = Client::new(url.parse().unwrap());
+    let join = |mac: &str, token: &str| {
+        let mut c = client.clone();
+        c.token = Some(token.to_owned());
+        let body = serde_json::to_vec(&Join {
+            session: "demo@1.0".into(),
+            mac: mac.into(),
+            listen: "127.0.0.1:9".into(),
+            next: 0,
+        })
+        .unwrap();
+        c.post_json(JOIN_PATH, &body, 1 << 16).unwrap().head.status
+    };
+    assert_eq!(join(MACS[2], "not-its-token"), 401);
+    // The third node joins first (so it would feed the others) and then
+    // falls silent: it listens nowhere and never heartbeats.
+    assert_eq!(join(MACS[2], &token(&url, MACS[2])), 200);
+
+    // The other two are real chain nodes; the session starts when they
+    // have joined (3 expected).
+    let started = Instant::now();
+    let nodes: Vec<_> = MACS[..2]
+        .iter()
+        .map(|mac| {
+            let mut opts = ChainOptions::new(
+                vec![url.parse().unwrap()],
+                Some(token(&url, mac)),
+                mac.parse::<MacAddr>().unwrap(),
+            );
+            opts.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            opts.relay = RelayConfig {
+                connect_timeout: Duration::from_secs(2),
+                ..RelayConfig::default()
+            };
+            let manifest = manifest.clone();
+            std::thread::spawn(move || {
+                let mut src = deploy_source(opts, manifest.clone(), None).unwrap();
+                let mut got = Vec::new();
+                for (i, c) in manifest.chunks.iter().enumerate() {
+                    got.extend(src.fetch(i, c).unwrap());
+                }
+                let stats = src.finish(Duration::from_secs(10));
+                (got, stats)
+            })
+        })
+        .collect();
+    for (i, n) in nodes.into_iter().enumerate() {
+        let (got, stats) = n.join().unwrap();
+        assert!(got == payload, "node {i}: the payload it received differs");
+        assert_eq!(stats.fallback, None, "node {i}: fed by the chain");
+    }
+    eprintln!("two nodes through the chain in {:?}", started.elapsed());
+
+    // The silent node: out of the chain, and failed in the fleet.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let show = ok(&config, &["node", "show", MACS[2]]);
+        if show.contains("state: failed") {
+            assert!(
+                show.contains("chain session demo@1.0: failed: no heartbeat for 3s"),
+                "{show}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not failed in the fleet:\n{show}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = ok(&config, &["chain", "status", "demo@1.0"]);
+    assert!(out.contains("session demo@1.0: started, 3 nodes"), "{out}");
+    let row = |mac: &str| out.lines().find(|l| l.contains(mac)).unwrap().to_owned();
+    assert!(row(MACS[2]).contains("failed"), "{out}");
+    for mac in &MACS[..2] {
+        assert!(row(mac).contains("left"), "{out}");
+    }
+
+    // The next deployment of the same image begins a new session, which
+    // an admin can start before anyone joined.
+    ok(&config, &["deploy", "--image", "demo", MACS[0]]);
+    let out = ok(&config, &["chain", "start", "demo@1.0"]);
+    assert!(
+        out.starts_with("session demo@1.0: started, 0 nodes"),
+        "{out}"
+    );
+    let (code, _, err) = cli(&config, &["chain", "status", "other@1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no chain session other@1"), "{err}");
+}
