@@ -2,7 +2,8 @@
 #
 #   make setup      install every system package and the Rust musl target (root)
 #   make demo       PXE-boot a VM into the agent and show what it does
-#   make test       lints, unit tests, and the QEMU netboot tests
+#   make test       lints, unit tests, the QEMU netboot tests and the scale tests
+#   make bench-scale  http vs chain vs udpcast for N = 1..32 nodes (long)
 #   make initramfs  target/drover/{vmlinuz,initrd.img}
 
 SHELL := /bin/bash
@@ -15,9 +16,9 @@ SERVER_BIN := target/release/drover-server
 
 APT_PACKAGES := qemu-system-x86 qemu-utils ipxe-qemu ipxe ovmf dnsmasq-base busybox-static \
 	gdisk e2fsprogs dosfstools mtools syslinux syslinux-common systemd-boot-efi \
-	linux-image-amd64 iproute2 file cpio
+	linux-image-amd64 iproute2 file cpio udpcast gnuplot-nox
 
-.PHONY: all setup agent initramfs server demo test lint unit qemu-test clean
+.PHONY: all setup agent initramfs server demo test lint unit qemu-test scale-test clean
 
 all: initramfs server
 
@@ -64,12 +65,20 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test --workspace --exclude drover-qemu-tests
+	$(CARGO) test --workspace --exclude drover-qemu-tests --exclude drover-bench
 
 qemu-test: initramfs server
 	$(CARGO) test --release -p drover-qemu-tests -- --test-threads=2
 
-test: lint unit qemu-test
+# The process-level scale harness (bench/scale) in its small form: N=4 per
+# transport and the fault tests, against the static agent and the release
+# server. One test at a time: they time themselves on 2 shared cores.
+scale-test: agent
+	$(CARGO) build --release -p drover-server
+	DROVER_AGENT_BIN=$(AGENT) DROVER_SERVER_BIN=$(SERVER_BIN) \
+		$(CARGO) test --release -p drover-bench -- --test-threads=1
+
+test: lint unit qemu-test scale-test
 
 clean:
 	$(CARGO) clean
@@ -80,3 +89,13 @@ clean:
 bench-single:
 	$(CARGO) build --release -p drover-server -p drover-agent
 	bash bench/single.sh
+
+# Scale benchmark: drover http, drover chain and udpcast side by side for
+# N = 1, 2, 4, 8, 16, 32 nodes in network namespaces with tc-shaped links
+# (bench/scale). Table on stdout; target/bench-scale/{results.csv,plot.png}.
+# BENCH_SCALE_ARGS='--n 1,4,16 --size-mib 128' etc.; see bench-scale --help.
+.PHONY: bench-scale
+bench-scale: agent
+	$(CARGO) build --release -p drover-server -p drover-bench
+	DROVER_AGENT_BIN=$(AGENT) DROVER_SERVER_BIN=$(SERVER_BIN) \
+		target/release/bench-scale --out target/bench-scale $(BENCH_SCALE_ARGS)

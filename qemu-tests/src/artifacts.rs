@@ -79,21 +79,38 @@ impl Artifacts {
 /// leftover `target/*/drover-server` means a test never runs a stale server:
 /// cargo makes it current, which costs well under a second when it already is.
 pub fn server_bin() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("DROVER_SERVER_BIN") {
-        let bin = PathBuf::from(bin);
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    workspace_bin("drover-server", "DROVER_SERVER_BIN", &BUILT)
+}
+
+/// The `drover-agent` binary (process mode, for the scale harness):
+/// `$DROVER_AGENT_BIN`, else built now like [`server_bin`].
+pub fn agent_bin() -> Result<PathBuf> {
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    workspace_bin("drover-agent", "DROVER_AGENT_BIN", &BUILT)
+}
+
+/// `$var` if set, else `name` (package and binary) built once per process.
+fn workspace_bin(
+    name: &str,
+    var: &str,
+    built: &OnceLock<std::result::Result<PathBuf, String>>,
+) -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os(var) {
+        // Relative to the workspace, not to the test's crate directory.
+        let bin = workspace_root().join(bin);
         if !bin.is_file() {
-            bail!("DROVER_SERVER_BIN={} does not exist", bin.display());
+            bail!("{var}={} does not exist", bin.display());
         }
         return Ok(bin);
     }
-    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| build_server().map_err(|e| format!("{e:#}")))
+    built
+        .get_or_init(|| build_bin(name, var).map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(anyhow::Error::msg)
 }
 
-fn build_server() -> Result<PathBuf> {
+fn build_bin(name: &str, var: &str) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // A test binary is `<target>/<profile>/deps/<name>-<hash>`, a program
     // such as drover-demo `<target>/<profile>/<name>`: build the server with
@@ -110,7 +127,7 @@ fn build_server() -> Result<PathBuf> {
         .to_owned();
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(workspace_root())
-        .args(["build", "-p", "drover-server", "--bin", "drover-server"])
+        .args(["build", "-p", name, "--bin", name])
         .arg("--message-format=json-render-diagnostics");
     match profile.as_str() {
         "debug" => {}
@@ -121,21 +138,20 @@ fn build_server() -> Result<PathBuf> {
             cmd.args(["--profile", other]);
         }
     }
-    eprintln!("building drover-server: {cmd:?}");
+    eprintln!("building {name}: {cmd:?}");
     let out = cmd
         .output()
         .with_context(|| format!("running {}", Path::new(&cargo).display()))?;
     if !out.status.success() {
         bail!(
-            "`cargo build -p drover-server` failed ({}); set DROVER_SERVER_BIN to use a \
-             prebuilt binary:\n{}",
+            "`cargo build -p {name}` failed ({}); set {var} to use a prebuilt binary:\n{}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    executable_from_json(&stdout, "drover-server")
-        .context("cargo did not report the drover-server executable")
+    executable_from_json(&stdout, name)
+        .with_context(|| format!("cargo did not report the {name} executable"))
 }
 
 /// The `"executable"` of the compiler-artifact message for binary `name`,

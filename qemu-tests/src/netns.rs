@@ -82,15 +82,7 @@ pub struct Netns {
 impl Netns {
     /// Create the namespace, its loopback and bridge.
     pub fn create(prefix: &str, subnet: Subnet) -> Result<Netns> {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        reap_stale(prefix);
-        let pid = std::process::id();
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let name = format!("{prefix}-{pid}-{n}");
-        run_ip(&["netns", "add", &name])?;
-        // From here on, drop cleans up whatever the next steps managed.
-        let ns = Netns { name, subnet };
-        ns.ip(&["link", "set", "lo", "up"])?;
+        let ns = Netns::create_host(prefix, subnet)?;
         // forward_delay 0: with STP off ports forward at once anyway, but a
         // non-zero delay would cost the first DHCP exchange if STP got enabled.
         ns.ip(&[
@@ -105,6 +97,46 @@ impl Netns {
         ns.ip(&["addr", "add", &subnet.cidr(), "dev", BRIDGE])?;
         ns.ip(&["link", "set", BRIDGE, "up"])?;
         Ok(ns)
+    }
+
+    /// Create a namespace with only its loopback up: a host to plug into
+    /// another namespace's bridge with [`Netns::veth_to_bridge`]. `subnet`
+    /// is the address the host will carry (`host` is its own address).
+    pub fn create_host(prefix: &str, subnet: Subnet) -> Result<Netns> {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        reap_stale(prefix);
+        let pid = std::process::id();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{prefix}-{pid}-{n}");
+        run_ip(&["netns", "add", &name])?;
+        // From here on, drop cleans up whatever the next steps managed.
+        let ns = Netns { name, subnet };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// Plug this namespace into `switch`'s [`BRIDGE`] with a veth pair:
+    /// `dev` here, carrying this namespace's subnet address (with its
+    /// broadcast address, which multicast tools such as udpcast need),
+    /// and `port` in `switch`, enslaved to the bridge. Both ends are up.
+    pub fn veth_to_bridge(&self, switch: &Netns, dev: &str, port: &str) -> Result<()> {
+        self.ip(&[
+            "link",
+            "add",
+            dev,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            &switch.name,
+        ])?;
+        switch.ip(&["link", "set", port, "master", BRIDGE])?;
+        switch.ip(&["link", "set", port, "up"])?;
+        self.ip(&["addr", "add", &self.subnet.cidr(), "brd", "+", "dev", dev])?;
+        self.ip(&["link", "set", dev, "up"])?;
+        Ok(())
     }
 
     pub fn name(&self) -> &str {

@@ -24,6 +24,9 @@ pub struct ServerConfig {
     pub deploy: Vec<(String, String)>,
     /// The image store (`drover-server image import --store`), if any.
     pub store: Option<PathBuf>,
+    /// TOML appended after the `[deploy]` table as written (more tables,
+    /// e.g. `[chain]`).
+    pub extra_toml: String,
 }
 
 impl ServerConfig {
@@ -39,6 +42,7 @@ impl ServerConfig {
             kernel_args: "console=ttyS0".to_owned(),
             deploy: vec![("image".to_owned(), "demo".to_owned())],
             store: None,
+            extra_toml: String::new(),
         }
     }
 
@@ -78,6 +82,7 @@ impl ServerConfig {
         for (k, v) in &self.deploy {
             let _ = writeln!(t, "{k} = {}", toml_str(v));
         }
+        t.push_str(&self.extra_toml);
         t
     }
 
