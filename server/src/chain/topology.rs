@@ -15,6 +15,10 @@
 //! - A node taken out on a downstream's word is `Suspect`: if it keeps
 //!   heartbeating it was the link, and it rejoins at the tail; silent for
 //!   `dead_after`, it is `Failed`. Any node silent that long is `Failed`.
+//! - Slowness is relative: a node against its upstream node, a head-fed
+//!   node against the other head-fed ones. A lone head-fed node (a chain)
+//!   is probed once by swapping it with the next, and a node whose
+//!   upstream changed has its rate measured anew.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -155,6 +159,9 @@ pub struct Session {
     pub total: u32,
     pub cfg: SessionConfig,
     pub started: bool,
+    /// Whether the head-fed node was swapped with the next one to
+    /// measure its link (see [`Session::probe_first`]).
+    probed: bool,
     first_join: Option<Instant>,
     nodes: HashMap<MacAddr, Node>,
     order: Vec<MacAddr>,
@@ -173,6 +180,7 @@ impl Session {
             total,
             cfg,
             started: false,
+            probed: false,
             first_join: None,
             nodes: HashMap::new(),
             order: Vec::new(),
@@ -470,27 +478,66 @@ impl Session {
             }
         }
         if self.started {
-            self.move_slow(now);
+            if !self.move_slow(now) {
+                self.probe_first(now);
+            }
             self.end_catch_ups();
         }
         self.recompute();
+    }
+
+    /// A slow link is found by comparing a node with its upstream node,
+    /// but the node fed by the head has none: were its link slow, the
+    /// whole chain would run at its pace unnoticed. So once, when its
+    /// first rate window is measured, it swaps places with the next node:
+    /// now fed by a node, a slow link shows (and [`Session::move_slow`]
+    /// sends it to the tail); a fast one costs the chain a moment while
+    /// the new first node passes it. Arity 1 only: in a tree the head's
+    /// nodes are compared with each other.
+    fn probe_first(&mut self, now: Instant) {
+        if self.probed || self.arity() != 1 || self.order.len() < 2 {
+            return;
+        }
+        let (a, b) = (self.order[0], self.order[1]);
+        let (na, nb) = (&self.nodes[&a], &self.nodes[&b]);
+        // Both measured, and the second not already the slow one (the
+        // usual rule moves it, from behind the first, next).
+        let (Some(ra), Some(rb)) = (na.rate, nb.rate) else {
+            return;
+        };
+        if na.catch_up || nb.catch_up || na.received >= self.total || rb < ra / 2.0 {
+            return;
+        }
+        self.probed = true;
+        self.order.swap(0, 1);
+        for m in [a, b] {
+            let n = self.nodes.get_mut(&m).expect("ordered nodes exist");
+            n.window = (now, n.received);
+            n.rate = None;
+        }
+        let n = self.nodes.get_mut(&a).expect("ordered nodes exist");
+        n.note(format!(
+            "probe: moved behind {b} so that its link is measured against a node's"
+        ));
     }
 
     /// The first node with downstreams that is slow — its full buffer has
     /// held them back for `slow_after` (its disk), or it receives at less
     /// than half its upstream's rate (its link) — goes to the tail, one
     /// per tick: moves are not free.
-    fn move_slow(&mut self, now: Instant) {
+    fn move_slow(&mut self, now: Instant) -> bool {
         let slow = (0..self.order.len())
             .filter(|&p| self.has_children(p))
             .find_map(|p| self.why_slow(p, now).map(|why| (p, why)));
-        if let Some((p, why)) = slow {
-            let mac = self.order[p];
-            let n = self.nodes.get_mut(&mac).expect("ordered nodes exist");
-            n.note(format!("slow: {why}; moved to the tail"));
-            let want = n.received;
-            self.place(mac, want, now);
-        }
+        let Some((p, why)) = slow else {
+            return false;
+        };
+        let mac = self.order[p];
+        let n = self.nodes.get_mut(&mac).expect("ordered nodes exist");
+        n.note(format!("slow: {why}; moved to the tail"));
+        let want = n.received;
+        self.place(mac, want, now);
+        true
     }
 
     fn why_slow(&self, pos: usize, now: Instant) -> Option<String> {
@@ -509,15 +556,27 @@ impl Session {
         // (both, so that windows measured at different moments cannot
         // fake it). Only against a node: the head's rate is unknown.
         let rate = n.rate.filter(|_| n.received < self.total)?;
-        let Upstream::Node(u) = self.parent_of(pos) else {
-            return None;
+        let (up, whose) = match self.parent_of(pos) {
+            Upstream::Node(u) => (&self.nodes[&u], "its upstream"),
+            // Fed by the head: against the fastest other node it feeds.
+            Upstream::Head => (
+                (0..self.order.len().min(self.arity()))
+                    .filter(|&q| q != pos)
+                    .map(|q| &self.nodes[&self.order[q]])
+                    .filter(|o| !o.catch_up && o.rate.is_some())
+                    .max_by(|x, y| {
+                        x.rate
+                            .partial_cmp(&y.rate)
+                            .unwrap_or(std::cmp::Ordering::Equal)
+                    })?,
+                "another node fed by the head",
+            ),
         };
-        let up = &self.nodes[&u];
         let reference = up.rate?;
         let lag = f64::from(up.received.saturating_sub(n.received));
         let slack = reference * limit.as_secs_f64() / 4.0;
         (rate < reference / 2.0 && lag > slack).then(|| {
-            format!("it received {rate:.1} chunks/s where its upstream received {reference:.1}")
+            format!("it received {rate:.1} chunks/s where {whose} received {reference:.1}")
         })
     }
 
@@ -564,6 +623,9 @@ impl Session {
             if up != n.upstream {
                 n.upstream = up;
                 n.generation += 1;
+                // Its last rate was its old upstream's pace: measure anew.
+                n.rate = None;
+                n.window = (n.last_seen, n.received);
                 changed = true;
             }
         }

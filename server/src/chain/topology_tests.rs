@@ -359,11 +359,13 @@ fn a_slow_link_with_downstreams_moves_to_the_tail() {
             .contains("received 1.0 chunks/s where its upstream received 10.0"),
         "{two:?}"
     );
-    // At the tail its pace harms nobody.
+    // At the tail its pace harms nobody. The head-fed node, once its
+    // downstream's rate is measured again, is probed: it swaps with it
+    // (both fast, so they stay so).
     for k in 6..16 {
         round(&mut s, k);
     }
-    assert_eq!(shape(&s), ["1<-head", "3<-1", "4<-3", "2<-4"]);
+    assert_eq!(shape(&s), ["3<-head", "1<-3", "4<-1", "2<-4"]);
 }
 
 #[test]
@@ -384,4 +386,77 @@ fn silent_nodes_are_listed_once_for_the_fleet_and_a_session_ends() {
     assert!(s.is_over(), "left or failed, every one");
     let empty = Session::new("img@1".parse().unwrap(), 10, cfg(1));
     assert!(!empty.is_over(), "a session nobody joined yet is not over");
+}
+
+#[test]
+fn a_slow_link_on_the_head_fed_node_is_found_by_the_probe() {
+    let t = Instant::now();
+    let mut s = started(1, 4, t);
+    // Node 1's link carries 1 chunk/s; the others could take 10/s but
+    // behind node 1 they get its pace, until the probe.
+    let mut got = [0u32; 5];
+    let mut moves = Vec::new();
+    for k in 1..30u32 {
+        let now = t + Duration::from_secs(k.into());
+        let order: Vec<u8> = s.order().iter().map(|m| m.0[5]).collect();
+        for (p, &i) in order.iter().enumerate() {
+            let link = if i == 1 { 1 } else { 10 };
+            let up = match s.node(&mac(i)).unwrap().upstream {
+                Some(Upstream::Node(u)) => got[usize::from(u.0[5])],
+                _ => u32::MAX,
+            };
+            // At most its link's rate, never past its upstream.
+            got[usize::from(i)] = (got[usize::from(i)] + link).min(up).min(100);
+            let _ = p;
+        }
+        for &i in &order {
+            beat(&mut s, i, got[usize::from(i)], 0, now);
+        }
+        let now_shape = shape(&s);
+        if moves.last() != Some(&now_shape) {
+            moves.push(now_shape);
+        }
+    }
+    let last = moves.last().unwrap();
+    assert_eq!(
+        last.last().unwrap(),
+        "1<-4",
+        "node 1 ends at the tail: {moves:?}"
+    );
+    let one = s.node(&mac(1)).unwrap();
+    let events: Vec<&String> = one.events.iter().collect();
+    assert!(
+        events.iter().any(|e| e.starts_with("probe: moved behind")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("where its upstream received")),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn in_a_tree_a_slow_head_fed_node_is_compared_with_its_siblings() {
+    let t = Instant::now();
+    let mut s = started(2, 6, t);
+    assert_eq!(s.order()[..2], [mac(1), mac(2)]);
+    // Node 1 gets 1 chunk/s from the head, node 2 gets 10.
+    for k in 0..=5u32 {
+        let now = t + Duration::from_secs(k.into());
+        for i in 1..=6u8 {
+            let received = if matches!(i, 1 | 3 | 4) { k } else { 10 * k };
+            beat(&mut s, i, received, 0, now);
+        }
+    }
+    assert_eq!(s.order().last(), Some(&mac(1)), "{:?}", shape(&s));
+    let one = s.node(&mac(1)).unwrap();
+    assert!(
+        one.events
+            .iter()
+            .any(|e| e.contains("where another node fed by the head received 10.0")),
+        "{:?}",
+        one.events
+    );
 }
