@@ -142,7 +142,8 @@ async fn deploy(
         Err((status, why)) => return text(status, why),
     };
     match blocking(&state, move |s| {
-        s.fleet.deploy(&req.image, &req.nodes, req.wipe)
+        s.fleet
+            .deploy(&req.image, &req.nodes, req.wipe, req.mode.as_deref())
     })
     .await
     {
@@ -169,11 +170,19 @@ async fn deploy(
 /// these nodes: it starts as soon as they have all joined (or on the join
 /// timeout, if some never come).
 async fn open_chain_session(state: &AppState, nodes: &[crate::api::Node]) -> Result<(), String> {
-    let (Some(coordinator), kernel_cmdline::Mode::Chain) = (&state.chain, state.config.deploy.mode)
-    else {
+    let Some(first) = nodes.first() else {
         return Ok(());
     };
-    let Some(image) = nodes.first().and_then(|n| n.image.as_deref()) else {
+    let mode = match first.mode.as_deref() {
+        Some(m) => m
+            .parse::<kernel_cmdline::Mode>()
+            .map_err(|e| e.to_string())?,
+        None => state.config.deploy.mode,
+    };
+    let (Some(coordinator), kernel_cmdline::Mode::Chain) = (&state.chain, mode) else {
+        return Ok(());
+    };
+    let Some(image) = first.image.as_deref() else {
         return Ok(());
     };
     let id: drover_agent::chain::SessionId = image.parse()?;

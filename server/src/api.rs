@@ -67,11 +67,14 @@ pub struct DeployRequest {
     /// `deploy.wipe`; the config's `[deploy] wipe` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wipe: Option<bool>,
+    /// `deploy.mode` (`http`, `chain`, `torrent`); the config's
+    /// `[deploy] mode` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 impl DeployRequest {
-    pub const ACCEPTED: &str =
-        r#"{"image":"NAME[@VERSION]","nodes":["MAC or name",…],"wipe":true|false} (wipe optional)"#;
+    pub const ACCEPTED: &str = r#"{"image":"NAME[@VERSION]","nodes":["MAC or name",…],"wipe":true|false,"mode":"http|chain|torrent"} (wipe and mode optional)"#;
 }
 
 /// `GET /api/v1/nodes`.
@@ -116,11 +119,12 @@ mod tests {
             image: "demo".into(),
             nodes: vec!["web1".into()],
             wipe: Some(true),
+            mode: Some("chain".into()),
         };
         let json = serde_json::to_vec(&deploy).unwrap();
         assert_eq!(
             String::from_utf8_lossy(&json),
-            r#"{"image":"demo","nodes":["web1"],"wipe":true}"#
+            r#"{"image":"demo","nodes":["web1"],"wipe":true,"mode":"chain"}"#
         );
         assert_eq!(parse::<DeployRequest>(&json, "").unwrap(), deploy);
 

@@ -11,7 +11,7 @@
 //! ([`DeployEntry::kernel_cmdline`]). A localboot entry says on the console
 //! why the node boots from its disk and hands back to the firmware.
 
-use kernel_cmdline::{ImageRef, MacAddr, Options};
+use kernel_cmdline::{ImageRef, MacAddr, Mode, Options};
 
 use crate::clock::rfc3339;
 use crate::config::Config;
@@ -45,6 +45,8 @@ pub struct Deployment {
     pub image: ImageRef,
     /// `deploy.wipe`.
     pub wipe: bool,
+    /// `deploy.mode`, when this deployment chose one.
+    pub mode: Option<Mode>,
     /// The report token (`deploy.token`).
     pub token: String,
 }
@@ -55,6 +57,9 @@ impl DeployEntry {
         let mut options = config.deploy.clone();
         options.image = deployment.image.clone();
         options.wipe = deployment.wipe;
+        if let Some(mode) = deployment.mode {
+            options.mode = mode;
+        }
         options.token = Some(deployment.token.clone());
         // The server knows which MAC asked, so it renders BOOTIF itself rather
         // than leaving it to the firmware's `${net0/mac}`: PXELINUX entries
@@ -320,8 +325,20 @@ kernel_args = "{kernel_args}"
         Deployment {
             image: image.parse().unwrap(),
             wipe,
+            mode: None,
             token: "t0k".into(),
         }
+    }
+
+    #[test]
+    fn a_deployment_s_mode_overrides_the_config_s() {
+        let cfg = config("mode = \"chain\"", "");
+        let mut d = deploying("demo@1", false);
+        assert_eq!(DeployEntry::new(&cfg, MAC, &d).options.mode, Mode::Chain);
+        d.mode = Some(Mode::Http);
+        let e = DeployEntry::new(&cfg, MAC, &d);
+        assert_eq!(e.options.mode, Mode::Http);
+        assert!(!e.kernel_cmdline().contains("deploy.mode=chain"));
     }
 
     /// The deploy entry of `MAC` for `image` under a config.

@@ -475,6 +475,9 @@ pub struct DeployArgs {
     /// allow overwriting disks that have a partition table (default: the config's [deploy] wipe)
     #[argh(switch)]
     pub wipe: bool,
+    /// how the image travels: http, chain or torrent (default: the config's [deploy] mode)
+    #[argh(option)]
+    pub mode: Option<String>,
     /// the nodes: MACs or names
     #[argh(positional)]
     pub nodes: Vec<String>,
@@ -592,12 +595,17 @@ fn run_deploy(a: DeployArgs) -> anyhow::Result<()> {
     let nodes = client.deploy(&DeployRequest {
         image: a.image,
         nodes: a.nodes,
-        // Absent: the server's [deploy] wipe.
+        // Absent: the server's [deploy] wipe and mode.
         wipe: a.wipe.then_some(true),
+        mode: a.mode,
     })?;
     for n in &nodes {
+        let mode = n
+            .mode
+            .as_deref()
+            .map_or(String::new(), |m| format!(", mode {m}"));
         println!(
-            "deploy {} to {} (wipe {}): it installs at its next network boot",
+            "deploy {} to {} (wipe {}{mode}): it installs at its next network boot",
             n.image.as_deref().unwrap_or("-"),
             label(n),
             kernel_cmdline::bool_str(n.wipe)

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use drover_agent::report::Report;
-use kernel_cmdline::{ImageRef, MacAddr};
+use kernel_cmdline::{ImageRef, MacAddr, Mode};
 
 use crate::boot::{BootDecision, Deployment, Localboot};
 use crate::clock::now_ms;
@@ -129,9 +129,19 @@ impl Fleet {
             tx.update(&node)?;
             let message = format!("deploy entry served ({via}): {image}");
             tx.add_event(&key, now, &NewEvent::new(kind::BOOT, message))?;
+            let mode = match node.mode.as_deref().map(str::parse::<Mode>) {
+                None => None,
+                Some(Ok(m)) => Some(m),
+                Some(Err(e)) => {
+                    return Err(FleetError::Internal(anyhow::anyhow!(
+                        "node {key}: stored mode: {e}"
+                    )))
+                }
+            };
             Ok(BootDecision::Deploy(Deployment {
                 image,
                 wipe: node.wipe,
+                mode,
                 token,
             }))
         })
@@ -168,6 +178,7 @@ impl Fleet {
                     &mut node,
                     pinned,
                     self.default_wipe,
+                    None,
                     "automatically ([deploy] image)",
                     now,
                 )?;
@@ -191,15 +202,20 @@ impl Fleet {
         node: &mut Node,
         pinned: String,
         wipe: bool,
+        mode: Option<Mode>,
         by: &str,
         now: i64,
     ) -> Result<(), FleetError> {
         let token = tokens::new_token().map_err(FleetError::Internal)?;
+        let mode_note = match mode {
+            Some(m) => format!(", mode {m}"),
+            None => String::new(),
+        };
         let message = format!(
-            "deploy assigned {by}: {pinned}, wipe {}",
+            "deploy assigned {by}: {pinned}, wipe {}{mode_note}",
             kernel_cmdline::bool_str(wipe)
         );
-        node.assign(pinned, wipe, now);
+        node.assign(pinned, wipe, mode, now);
         tx.update(node)?;
         tx.set_token(&node.mac, &token)?;
         tx.add_event(&node.mac, now, &NewEvent::new(kind::ASSIGNED, message))?;
@@ -332,13 +348,21 @@ impl Fleet {
 
     /// Assign `image` to every node of `nodes` (MACs or names), or to none
     /// if one is unknown or the image is not in the store. `wipe`: the
-    /// config's `[deploy] wipe` when not given.
+    /// config's `[deploy] wipe` when not given; `mode`: `deploy.mode` for
+    /// this deployment, the config's `[deploy] mode` when not given.
     pub fn deploy(
         &self,
         image: &str,
         nodes: &[String],
         wipe: Option<bool>,
+        mode: Option<&str>,
     ) -> Result<Vec<Node>, FleetError> {
+        let mode = mode
+            .map(|m| {
+                m.parse::<Mode>()
+                    .map_err(|e| FleetError::BadRequest(format!("bad mode {m:?}: {e}")))
+            })
+            .transpose()?;
         let image: ImageRef = image
             .parse()
             .map_err(|e| FleetError::BadRequest(format!("bad image {image:?}: {e}")))?;
@@ -372,7 +396,7 @@ impl Fleet {
                 )));
             }
             for node in &mut found {
-                self.assign(tx, node, pinned.clone(), wipe, "by admin", now)?;
+                self.assign(tx, node, pinned.clone(), wipe, mode, "by admin", now)?;
             }
             Ok(found)
         })

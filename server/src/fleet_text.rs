@@ -70,12 +70,16 @@ pub fn show_text(detail: &NodeDetail) -> String {
             percent(n)
         )
     };
+    // The deployment's own mode, when it chose one over the server's.
+    let image = match &n.mode {
+        Some(mode) => format!("{} (mode {mode})", dash(&n.image)),
+        None => dash(&n.image),
+    };
     let mut out = format!(
-        "node: {}\nname: {}\nstate: {}\nimage: {}\ndeployed: {deployed}\nphase: {}\nprogress: {progress}\nerror: {}\nevents:\n",
+        "node: {}\nname: {}\nstate: {}\nimage: {image}\ndeployed: {deployed}\nphase: {}\nprogress: {progress}\nerror: {}\nevents:\n",
         n.mac,
         dash(&n.name),
         n.state,
-        dash(&n.image),
         dash(&n.phase),
         dash(&n.last_error),
     );
@@ -187,7 +191,7 @@ mod tests {
             Some("web1".into()),
             0,
         );
-        a.assign("demo@1.0".into(), false, 0);
+        a.assign("demo@1.0".into(), false, None, 0);
         a.state = NodeState::Deploying;
         a.phase = Some("write".into());
         a.bytes_done = 52 << 20;

@@ -227,6 +227,26 @@ fn chain_session_through_the_real_server() {
         out.starts_with("session demo@1.0: started, 0 nodes"),
         "{out}"
     );
+    // A deploy may choose its own mode over the config's.
+    let out = ok(
+        &config,
+        &["deploy", "--image", "demo", "--mode", "http", MACS[1]],
+    );
+    assert!(out.contains("(wipe no, mode http)"), "{out}");
+    let entry = Client::new(url.parse().unwrap())
+        .get(&format!("/boot/{}.ipxe", MACS[1]), 1 << 16)
+        .unwrap();
+    let entry = String::from_utf8(entry).unwrap();
+    assert!(!entry.contains("deploy.mode=chain"), "{entry}");
+    let show = ok(&config, &["node", "show", MACS[1]]);
+    assert!(show.contains("image: demo@1.0 (mode http)\n"), "{show}");
+    let (code, _, err) = cli(
+        &config,
+        &["deploy", "--image", "demo", "--mode", "chian", MACS[1]],
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("bad mode \"chian\""), "{err}");
+
     let (code, _, err) = cli(&config, &["chain", "status", "other@1"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("no chain session other@1"), "{err}");

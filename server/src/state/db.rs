@@ -23,7 +23,7 @@ pub const DB_FILE: &str = "drover.sqlite";
 pub const MAX_EVENTS_PER_NODE: i64 = 1000;
 
 /// `PRAGMA user_version` of the schema this code creates and reads.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE nodes (
@@ -32,6 +32,7 @@ CREATE TABLE nodes (
     state           TEXT NOT NULL,
     image           TEXT,
     wipe            INTEGER NOT NULL DEFAULT 0,
+    mode            TEXT,
     token           TEXT,
     phase           TEXT,
     bytes_done      INTEGER NOT NULL DEFAULT 0,
@@ -56,7 +57,8 @@ CREATE TABLE events (
 CREATE INDEX events_by_node ON events(mac, id);
 ";
 
-const NODE_COLUMNS: &str = "mac, name, state, image, wipe, phase, bytes_done, bytes_total, rate, \
+const NODE_COLUMNS: &str =
+    "mac, name, state, image, wipe, mode, phase, bytes_done, bytes_total, rate, \
      progress_ms, deployed_image, deployed_sha256, deployed_ms, last_error, created_ms, updated_ms";
 
 /// The database.
@@ -95,6 +97,13 @@ impl Db {
             0 => {
                 let tx = conn.transaction()?;
                 tx.execute_batch(SCHEMA)?;
+                tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+                tx.commit()?;
+            }
+            // Version 1 had no per-deployment mode (the config's applied).
+            1 => {
+                let tx = conn.transaction()?;
+                tx.execute_batch("ALTER TABLE nodes ADD COLUMN mode TEXT;")?;
                 tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
                 tx.commit()?;
             }
@@ -158,6 +167,7 @@ fn node_from_row(row: &Row<'_>) -> rusqlite::Result<Node> {
         })?,
         image: row.get("image")?,
         wipe: row.get("wipe")?,
+        mode: row.get("mode")?,
         phase: row.get("phase")?,
         bytes_done: from_sql_u64(row.get("bytes_done")?),
         bytes_total: from_sql_u64(row.get("bytes_total")?),
@@ -229,8 +239,8 @@ impl Tx<'_> {
         self.0.execute(
             "UPDATE nodes SET name = ?2, state = ?3, image = ?4, wipe = ?5, phase = ?6, \
              bytes_done = ?7, bytes_total = ?8, rate = ?9, progress_ms = ?10, deployed_image = ?11, \
-             deployed_sha256 = ?12, deployed_ms = ?13, last_error = ?14, updated_ms = ?15 \
-             WHERE mac = ?1",
+             deployed_sha256 = ?12, deployed_ms = ?13, last_error = ?14, updated_ms = ?15, \
+             mode = ?16 WHERE mac = ?1",
             params![
                 n.mac,
                 n.name,
@@ -247,6 +257,7 @@ impl Tx<'_> {
                 n.deployed_ms,
                 n.last_error,
                 n.updated_ms,
+                n.mode,
             ],
         )?;
         Ok(())
@@ -311,7 +322,12 @@ mod tests {
     fn nodes_round_trip_with_tokens_and_events() {
         let db = Db::in_memory();
         let mut n = Node::new(MAC, Some("web1".into()), 10);
-        n.assign("demo@1.0".into(), true, 20);
+        n.assign(
+            "demo@1.0".into(),
+            true,
+            Some(kernel_cmdline::Mode::Chain),
+            20,
+        );
         n.bytes_total = u64::MAX >> 1;
         n.bytes_done = 12;
         n.rate = 12.5;
@@ -383,6 +399,34 @@ mod tests {
         let msgs: Vec<_> = last.iter().map(|e| e.message.as_str()).collect();
         assert_eq!(msgs, ["1002", "1003", "1004"]);
         assert_eq!(db.read(|tx| tx.events(&b.mac, 10)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_version_1_database_gains_the_mode_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DB_FILE);
+        {
+            let conn = Connection::open(&path).unwrap();
+            // Version 1's nodes table: no `mode`.
+            let v1 = SCHEMA.replace("    mode            TEXT,\n", "");
+            assert_ne!(v1, SCHEMA);
+            conn.execute_batch(&v1).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO nodes (mac, state, image, created_ms, updated_ms) \
+                 VALUES ('52:54:00:12:34:01', 'pending', 'demo@1.0', 1, 2)",
+                [],
+            )
+            .unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        let n = db.read(|tx| tx.node("52:54:00:12:34:01")).unwrap().unwrap();
+        assert_eq!((n.image.as_deref(), n.mode), (Some("demo@1.0"), None));
+        let version: i64 = db
+            .lock()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use drover_agent::report::Report;
-use kernel_cmdline::MacAddr;
+use kernel_cmdline::{MacAddr, Mode};
 use serde::{Deserialize, Serialize};
 
 use crate::size::Human;
@@ -126,6 +126,10 @@ pub struct Node {
     pub image: Option<String>,
     /// `deploy.wipe` for this deployment.
     pub wipe: bool,
+    /// `deploy.mode` for this deployment (`http`, `chain`, `torrent`);
+    /// none: the server's `[deploy] mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
     /// The agent's last reported phase.
     pub phase: Option<String>,
     /// Payload bytes written, of `bytes_total`.
@@ -200,6 +204,7 @@ impl Node {
             state: NodeState::Idle,
             image: None,
             wipe: false,
+            mode: None,
             phase: None,
             bytes_done: 0,
             bytes_total: 0,
@@ -225,10 +230,11 @@ impl Node {
     /// A deployment of the pinned `image` is assigned (from any state: a
     /// new deployment replaces one in progress). What was deployed before
     /// stays recorded until this one succeeds.
-    pub fn assign(&mut self, image: String, wipe: bool, now_ms: i64) {
+    pub fn assign(&mut self, image: String, wipe: bool, mode: Option<Mode>, now_ms: i64) {
         self.state = NodeState::Pending;
         self.image = Some(image);
         self.wipe = wipe;
+        self.mode = mode.map(|m| m.to_string());
         self.last_error = None;
         self.clear_progress();
         self.updated_ms = now_ms;
@@ -403,7 +409,7 @@ mod tests {
 
     fn assigned() -> Node {
         let mut n = Node::new(MAC, Some("web1".into()), 1000);
-        n.assign("demo@1.0".into(), true, 2000);
+        n.assign("demo@1.0".into(), true, None, 2000);
         n
     }
 
@@ -476,8 +482,9 @@ mod tests {
         .unwrap();
         apply(&mut n, success(SHA), 3200).unwrap();
         assert_eq!(n.state, NodeState::Done);
-        n.assign("demo@2.0".into(), false, 4000);
+        n.assign("demo@2.0".into(), false, Some(Mode::Chain), 4000);
         assert_eq!(n.state, NodeState::Pending);
+        assert_eq!(n.mode.as_deref(), Some("chain"));
         assert_eq!(
             (n.bytes_done, n.bytes_total, n.phase.as_deref()),
             (0, 0, None)
