@@ -96,6 +96,9 @@ pub struct NodeState {
 pub struct Fleet {
     agents: Vec<Option<Proc>>,
     ends: Vec<Option<AgentEnd>>,
+    /// When each agent printed that its disk is deployed (seconds since
+    /// the launch): a chain node keeps serving its downstreams after that.
+    done: Vec<Option<f64>>,
     server: Server,
     lab: Lab,
     procs: Procs,
@@ -154,6 +157,7 @@ impl Fleet {
         Ok(Fleet {
             agents: (0..n).map(|_| None).collect(),
             ends: vec![None; n],
+            done: vec![None; n],
             server,
             lab,
             procs: procs.clone(),
@@ -227,6 +231,7 @@ impl Fleet {
         let proc = self.procs.spawn(&format!("agent{i}"), node.ns.exec(&cmd))?;
         self.agents[i] = Some(proc);
         self.ends[i] = None;
+        self.done[i] = None;
         Ok(())
     }
 
@@ -258,7 +263,12 @@ impl Fleet {
     pub fn poll(&mut self) -> bool {
         let now = self.elapsed();
         let mut all = true;
-        for (proc, end) in self.agents.iter().zip(self.ends.iter_mut()) {
+        for ((proc, end), done) in self
+            .agents
+            .iter()
+            .zip(self.ends.iter_mut())
+            .zip(self.done.iter_mut())
+        {
             if end.is_some() {
                 continue;
             }
@@ -266,6 +276,9 @@ impl Fleet {
                 all = false;
                 continue;
             };
+            if done.is_none() && proc.log().contains(DEPLOYED) {
+                *done = Some(now);
+            }
             match proc.try_wait() {
                 Ok(Some(status)) => {
                     *end = Some(AgentEnd {
@@ -290,13 +303,21 @@ impl Fleet {
             if Instant::now() >= deadline {
                 return false;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            // Each poll reads every agent's log: not too often.
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// How agent `i` ended, if it has.
     pub fn end(&self, i: usize) -> Option<&AgentEnd> {
         self.ends[i].as_ref()
+    }
+
+    /// When agent `i` said its disk was deployed (synced and verified),
+    /// in seconds since the launch; its exit may come later (a chain node
+    /// serves its downstreams first).
+    pub fn done_secs(&self, i: usize) -> Option<f64> {
+        self.done[i]
     }
 
     /// Every node's state in the server's fleet, in node order.
@@ -337,6 +358,10 @@ impl Fleet {
         }
     }
 }
+
+/// The agent's console line once its disk is written, synced and verified
+/// (`drover: deployed IMAGE to DISK: …`).
+const DEPLOYED: &str = "drover: deployed ";
 
 /// Run a server CLI command that must succeed; its stdout.
 fn cli_ok(server: &Server, args: &[&str]) -> Result<String> {

@@ -40,8 +40,18 @@ pub struct Image {
 
 impl Image {
     /// Generate `size_mib` MiB of data under `dir` (emptied first), make a
-    /// signing key and import the image with `server_bin`.
-    pub fn build(dir: &Path, server_bin: &Path, size_mib: u64) -> Result<Image> {
+    /// signing key and import the image with `server_bin`, in chunks of
+    /// `chunk_kib` KiB (`None`: the importer's default, 4 MiB).
+    ///
+    /// The chunk size matters for chain mode: a node verifies a whole
+    /// chunk before forwarding it, so the chain's tail starts one chunk
+    /// time per hop after the head.
+    pub fn build(
+        dir: &Path,
+        server_bin: &Path,
+        size_mib: u64,
+        chunk_kib: Option<u64>,
+    ) -> Result<Image> {
         ensure!(size_mib >= 1, "the image needs at least 1 MiB");
         if dir.exists() {
             std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
@@ -55,7 +65,8 @@ impl Image {
             .args(["key", "generate", "--out"])
             .arg(&keys))?;
         let store = dir.join("store");
-        run(Command::new(server_bin)
+        let mut import = Command::new(server_bin);
+        import
             .args(["image", "import", "--store"])
             .arg(&store)
             .args(["--name", NAME, "--version", VERSION, "--key"])
@@ -64,7 +75,11 @@ impl Image {
             .arg(format!(
                 "label=root,type=linux,size=rest,fs=none,content=raw:{}",
                 raw.display()
-            )))?;
+            ));
+        if let Some(kib) = chunk_kib {
+            import.args(["--chunk-size", &format!("{kib}K")]);
+        }
+        run(&mut import)?;
         let payload = store.join(NAME).join(VERSION).join("payload");
         let payload_len = std::fs::metadata(&payload)
             .with_context(|| format!("reading {}", payload.display()))?

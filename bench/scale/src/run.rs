@@ -197,8 +197,16 @@ pub fn run(
             fleet.launch()?;
             let all = fleet.wait(spec.timeout);
             let cpu = cpu.stop();
-            let ends: Vec<Option<AgentEnd>> =
-                (0..fleet.len()).map(|i| fleet.end(i).cloned()).collect();
+            // A node is finished when its disk is (a chain node serves its
+            // downstreams for a while after that).
+            let ends: Vec<Option<AgentEnd>> = (0..fleet.len())
+                .map(|i| {
+                    fleet.end(i).map(|e| AgentEnd {
+                        secs: fleet.done_secs(i).unwrap_or(e.secs),
+                        code: e.code,
+                    })
+                })
+                .collect();
             let states = fleet.node_states()?;
             let checks: Vec<Result<()>> = (0..fleet.len())
                 .map(|i| {

@@ -32,7 +32,7 @@ fn small_run(test: &str, mode: Mode) -> Result<()> {
     }
     let bins = Bins::locate()?;
     let out = out_dir(test);
-    let image = Image::build(&out.join("image"), &bins.server, SIZE_MIB)?;
+    let image = Image::build(&out.join("image"), &bins.server, SIZE_MIB, Some(1024))?;
     let ideal = RATE.ideal_secs(image.payload_len);
     // http nodes share the server's link; the others each get a full one.
     let expected = if mode == Mode::Http {
@@ -63,6 +63,11 @@ fn small_run(test: &str, mode: Mode) -> Result<()> {
 #[test]
 fn http_4_nodes() -> Result<()> {
     small_run("http_4_nodes", Mode::Http)
+}
+
+#[test]
+fn chain_4_nodes() -> Result<()> {
+    small_run("chain_4_nodes", Mode::Chain)
 }
 
 #[test]

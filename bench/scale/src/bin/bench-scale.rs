@@ -39,6 +39,11 @@ struct Args {
     /// transports, comma-separated (default http,chain,udpcast)
     #[argh(option, default = "String::from(\"http,chain,udpcast\")")]
     modes: String,
+    /// image chunk size in KiB (default 1024; the importer's own default
+    /// is 4096): a chain node verifies a whole chunk before forwarding
+    /// it, so the tail of an N-node chain starts N chunk times late
+    #[argh(option, default = "1024")]
+    chunk_kib: u64,
     /// output directory (default target/bench-scale)
     #[argh(option, default = "PathBuf::from(\"target/bench-scale\")")]
     out: PathBuf,
@@ -80,10 +85,15 @@ fn main() -> Result<()> {
         modes.iter().map(Mode::to_string).collect::<Vec<_>>(),
         out.display()
     );
-    let image = Image::build(&out.join("image"), &bins.server, args.size_mib)?;
+    let image = Image::build(
+        &out.join("image"),
+        &bins.server,
+        args.size_mib,
+        Some(args.chunk_kib),
+    )?;
     eprintln!(
-        "image: raw {} bytes, payload {} bytes",
-        image.raw_len, image.payload_len
+        "image: raw {} bytes, payload {} bytes, chunks of {} KiB",
+        image.raw_len, image.payload_len, args.chunk_kib
     );
 
     let mut rows: Vec<Row> = Vec::new();
