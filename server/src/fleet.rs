@@ -173,7 +173,7 @@ impl Fleet {
         };
         match pinned {
             Ok(pinned) => {
-                self.assign(
+                assign(
                     tx,
                     &mut node,
                     pinned,
@@ -193,33 +193,6 @@ impl Fleet {
             }
             Err(other) => Err(other),
         }
-    }
-
-    /// Give `node` a deployment of the pinned image with a fresh token.
-    fn assign(
-        &self,
-        tx: &Tx<'_>,
-        node: &mut Node,
-        pinned: String,
-        wipe: bool,
-        mode: Option<Mode>,
-        by: &str,
-        now: i64,
-    ) -> Result<(), FleetError> {
-        let token = tokens::new_token().map_err(FleetError::Internal)?;
-        let mode_note = match mode {
-            Some(m) => format!(", mode {m}"),
-            None => String::new(),
-        };
-        let message = format!(
-            "deploy assigned {by}: {pinned}, wipe {}{mode_note}",
-            kernel_cmdline::bool_str(wipe)
-        );
-        node.assign(pinned, wipe, mode, now);
-        tx.update(node)?;
-        tx.set_token(&node.mac, &token)?;
-        tx.add_event(&node.mac, now, &NewEvent::new(kind::ASSIGNED, message))?;
-        Ok(())
     }
 
     /// A report from `mac`, authenticated by `token`.
@@ -396,7 +369,7 @@ impl Fleet {
                 )));
             }
             for node in &mut found {
-                self.assign(tx, node, pinned.clone(), wipe, mode, "by admin", now)?;
+                assign(tx, node, pinned.clone(), wipe, mode, "by admin", now)?;
             }
             Ok(found)
         })
@@ -451,4 +424,30 @@ fn not_found(key: &str) -> FleetError {
     FleetError::NotFound(format!(
         "no node {key:?}; nodes are named by MAC (aa:bb:cc:dd:ee:ff) or by the name given at node add"
     ))
+}
+
+/// Give `node` a deployment of the pinned image with a fresh token.
+fn assign(
+    tx: &Tx<'_>,
+    node: &mut Node,
+    pinned: String,
+    wipe: bool,
+    mode: Option<Mode>,
+    by: &str,
+    now: i64,
+) -> Result<(), FleetError> {
+    let token = tokens::new_token().map_err(FleetError::Internal)?;
+    let mode_note = match mode {
+        Some(m) => format!(", mode {m}"),
+        None => String::new(),
+    };
+    let message = format!(
+        "deploy assigned {by}: {pinned}, wipe {}{mode_note}",
+        kernel_cmdline::bool_str(wipe)
+    );
+    node.assign(pinned, wipe, mode, now);
+    tx.update(node)?;
+    tx.set_token(&node.mac, &token)?;
+    tx.add_event(&node.mac, now, &NewEvent::new(kind::ASSIGNED, message))?;
+    Ok(())
 }
