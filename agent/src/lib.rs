@@ -18,6 +18,7 @@ pub mod power;
 pub mod process;
 pub mod report;
 pub mod run;
+pub mod torrent;
 
 /// The agent's version, printed first on the console.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

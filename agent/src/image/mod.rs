@@ -70,3 +70,6 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const SIGNATURE_FILE: &str = "manifest.sig";
 /// See [`MANIFEST_FILE`].
 pub const PAYLOAD_FILE: &str = "payload";
+/// The payload's BitTorrent metainfo, info dictionary only (the server
+/// adds its tracker's URL when it serves it): [`crate::torrent::metainfo`].
+pub const TORRENT_FILE: &str = "payload.torrent";
