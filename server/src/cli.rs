@@ -6,7 +6,8 @@
 //!                              [--dhcp-range START,END[,MASK]] [--proxy SUBNET] [--tftp-root DIR]
 //! drover-server key generate --out DIR [--force]
 //! drover-server image import --store DIR --name NAME --version VERSION --key FILE
-//!                            [--chunk-size SIZE] [--level N] [--bios-boot-code FILE]
+//!                            [--chunk-size SIZE] [--level N] [--piece-length SIZE]
+//!                            [--bios-boot-code FILE]
 //!                            --partition SPEC [--partition SPEC…]
 //! drover-server image list --store DIR
 //! drover-server image show --store DIR NAME[@VERSION]
@@ -32,13 +33,14 @@ use argh::FromArgs;
 use drover_agent::chain::SessionId;
 use drover_agent::image::manifest::{CHUNK_ALIGN, DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE};
 use drover_agent::image::{sign, BuildOptions};
+use drover_agent::torrent::metainfo::check_piece_length;
 use kernel_cmdline::ImageRef;
 
 use crate::admin_client::AdminClient;
 use crate::api::{AddNode, DeployRequest, Node, NodeList};
 use crate::config::Config;
 use crate::dnsmasq::{DhcpMode, DhcpRange, DnsmasqSettings};
-use crate::image_report::{import_summary, list_report, read_manifest, show_report};
+use crate::image_report::{import_summary, list_report, read_manifest, show_report, torrent_line};
 use crate::image_verify::verify_dir;
 use crate::import::{import, ImportRequest};
 use crate::partition_spec::parse_layout;
@@ -260,7 +262,7 @@ Write a comma inside a value as \\, (and a backslash before a comma as \\\\).
 Boot style: an ESP (type=esp) with fs=vfat makes the image UEFI-bootable; --bios-boot-code
 (at most 440 bytes, e.g. syslinux's gptmbr.bin) makes it BIOS-bootable.
 The image is built under STORE/.staging, signed, verified like a node would, then renamed to
-STORE/NAME/VERSION (manifest.json, manifest.sig, payload). Existing versions are never replaced."
+STORE/NAME/VERSION (manifest.json, manifest.sig, payload, payload.torrent). Existing versions are never replaced."
 )]
 pub struct ImportArgs {
     /// the image store directory (created if missing)
@@ -287,6 +289,15 @@ pub struct ImportArgs {
     /// deflate level 0-9 (default 6)
     #[argh(option, from_str_fn(parse_level))]
     pub level: Option<u32>,
+    /// payload.torrent's piece length: a power of two from 16K to 16M
+    /// (default: the smallest that keeps the payload within 2000 pieces)
+    #[argh(option, from_str_fn(parse_piece_length))]
+    pub piece_length: Option<u32>,
+}
+
+fn parse_piece_length(text: &str) -> Result<u32, String> {
+    let size = parse_size(text).map_err(|why| format!("{why}; accepted: {SIZE_ACCEPTED}"))?;
+    check_piece_length(size)
 }
 
 fn parse_chunk_size(text: &str) -> Result<u64, String> {
@@ -699,6 +710,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     m.payload.sha256,
                     v.elapsed.as_secs_f64()
                 );
+                match &v.torrent {
+                    Some(t) => println!("{}: pieces match the payload", torrent_line(t)),
+                    None => println!(
+                        "torrent: none (imported before drover made payload.torrent, or an empty payload)"
+                    ),
+                }
             }
         },
     }
@@ -721,6 +738,7 @@ fn run_import(a: ImportArgs) -> anyhow::Result<()> {
         build,
         layout,
         bios_boot_code: a.bios_boot_code,
+        piece_length: a.piece_length,
     };
     let imported = import(&req, &mut |line| eprintln!("{line}"))?;
     print!("{}", import_summary(&imported));
@@ -833,6 +851,8 @@ mod tests {
             "1M",
             "--level",
             "9",
+            "--piece-length",
+            "256K",
             "--bios-boot-code",
             "mbr.bin",
             "--partition",
@@ -849,6 +869,7 @@ mod tests {
         };
         assert_eq!(a.partition, ["size=1M", "size=rest"]);
         assert_eq!((a.chunk_size, a.level), (Some(1 << 20), Some(9)));
+        assert_eq!(a.piece_length, Some(256 << 10));
         assert_eq!(a.bios_boot_code, Some(PathBuf::from("mbr.bin")));
     }
 
@@ -875,6 +896,9 @@ mod tests {
         assert!(e.contains("'--chunk-size' with value '5000': 5000 bytes; accepted: a multiple of 4K from 4K to 64M"), "{e}");
         assert!(with("--chunk-size", "128M").contains("accepted: a multiple of 4K"));
         assert!(with("--chunk-size", "4Q").contains("unknown suffix \"Q\"; accepted: a byte count"));
+        let e = with("--piece-length", "48K");
+        assert!(e.contains("'--piece-length' with value '48K': 49152 bytes; accepted: a power of two from 16384 (16 KiB) to 16777216 (16 MiB)"), "{e}");
+        assert!(with("--piece-length", "32M").contains("accepted: a power of two"));
         let e = with("--level", "10");
         assert!(
             e.contains("'--level' with value '10': accepted: 0 (store) to 9"),

@@ -21,6 +21,9 @@
 //! dead_after = 8                       # a node silent this long is failed
 //! slow_after = 10                      # a node holding back its subtree this long moves to the tail
 //! corrupt_strikes = 2                  # bad chunks blamed on a node before it is cut out
+//! [torrent]                            # optional: the tracker (GET /announce)
+//! open = false                         # let clients without a node token announce
+//! announce_interval = 30               # seconds between a client's announces (5 to 3600)
 //! ```
 //!
 //! `[deploy] image` makes the server register every unknown MAC that asks
@@ -51,6 +54,7 @@ use kernel_cmdline::{
 use serde::Deserialize;
 
 use crate::chain::{SessionConfig, DEFAULT_HEAD_PORT};
+use crate::tracker::TrackerConfig;
 
 /// A loaded, validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +82,8 @@ pub struct Config {
     pub deploy: Options,
     /// Chain mode's head and session policy (`[chain]`).
     pub chain: ChainConfig,
+    /// The tracker's settings (`[torrent]`).
+    pub torrent: TrackerConfig,
 }
 
 /// `[chain]`: where the head listens, where nodes reach it, and how
@@ -141,6 +147,15 @@ struct RawConfig {
     deploy: toml::Table,
     #[serde(default)]
     chain: RawChain,
+    #[serde(default)]
+    torrent: RawTorrent,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTorrent {
+    open: Option<bool>,
+    announce_interval: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -319,6 +334,7 @@ impl Config {
             }
         }
         let chain = parse_chain(file, raw.chain, listen, &deploy)?;
+        let torrent = parse_torrent(file, raw.torrent)?;
         Ok(Config {
             listen,
             public_url,
@@ -330,8 +346,29 @@ impl Config {
             auto_register,
             deploy,
             chain,
+            torrent,
         })
     }
+}
+
+/// `[torrent]`, checked.
+fn parse_torrent(file: &Path, raw: RawTorrent) -> Result<TrackerConfig, ConfigError> {
+    let d = TrackerConfig::default();
+    let interval = match raw.announce_interval {
+        None => d.interval,
+        Some(s @ 5..=3600) => std::time::Duration::from_secs(s),
+        Some(s) => {
+            return Err(error(
+                file,
+                "torrent.announce_interval",
+                format!("{s}: accepted 5 to 3600 (seconds)"),
+            ))
+        }
+    };
+    Ok(TrackerConfig {
+        open: raw.open.unwrap_or(d.open),
+        interval,
+    })
 }
 
 /// `[chain]`, checked: sane timers, and a head address nodes can reach
@@ -548,6 +585,33 @@ image = "demo"
              initrd = \"i\"\n[deploy]\nmode = \"chain\"\n",
         );
         assert!(e.contains("key `chain.public`: [deploy] mode is chain but public_url's host \"boot.example\" is not an IP address"), "{e}");
+    }
+
+    #[test]
+    fn torrent_table() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.torrent, TrackerConfig::default());
+        assert!(!c.torrent.open);
+        let c = parse(&format!(
+            "{MINIMAL}[torrent]\nopen = true\nannounce_interval = 10\n"
+        ))
+        .unwrap();
+        assert!(c.torrent.open);
+        assert_eq!(c.torrent.interval, std::time::Duration::from_secs(10));
+        for (extra, want) in [
+            (
+                "announce_interval = 1",
+                "key `torrent.announce_interval`: 1: accepted 5 to 3600 (seconds)",
+            ),
+            (
+                "open = \"yes\"",
+                "invalid type: string \"yes\", expected a boolean",
+            ),
+            ("bogus = 1", "unknown field `bogus`"),
+        ] {
+            let e = parse_err(&format!("{MINIMAL}[torrent]\n{extra}\n"));
+            assert!(e.contains(want), "{extra:?}: {e}");
+        }
     }
 
     #[test]

@@ -242,6 +242,21 @@ impl Fleet {
             .is_some_and(|t| tokens::matches(&t, token))
     }
 
+    /// The image (`NAME@VERSION`) of `mac`'s current deployment, if
+    /// `token` is its deploy token: the swarm the tracker lets it into. A
+    /// node that is done keeps it (it may seed until released).
+    pub fn deployment_image(&self, mac: &MacAddr, token: &str) -> Option<String> {
+        let key = mac.to_string();
+        let (current, node) = self
+            .db
+            .read(|tx| Ok::<_, rusqlite::Error>((tx.token(&key)?, tx.node(&key)?)))
+            .ok()?;
+        if !current.is_some_and(|t| tokens::matches(&t, token)) {
+            return None;
+        }
+        node?.image
+    }
+
     /// The chain coordinator declared `mac` failed in the session of
     /// `image` (`NAME@VERSION`): record it as the node's failure, as if
     /// it had reported it, if that is still its deployment. A node that

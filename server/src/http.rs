@@ -14,6 +14,8 @@
 //!   deployment's token ([`crate::report_routes`]).
 //! - `/api/v1/nodes…`, `/api/v1/deploy`: the admin API, authenticated by
 //!   the admin token ([`crate::admin_routes`], bodies in [`crate::api`]).
+//! - `GET /announce`, `/announce/{mac}/{token}`, `/scrape…`: the
+//!   BitTorrent tracker of the store's torrents ([`crate::tracker`]).
 //! - `GET /metrics`: Prometheus text ([`crate::metrics`]).
 //! - `GET /healthz`: `ok`.
 //!
@@ -44,6 +46,7 @@ use crate::fleet::{Fleet, FleetError};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tokens;
+use crate::tracker::Tracker;
 
 /// Shared server state.
 pub struct AppState {
@@ -55,6 +58,9 @@ pub struct AppState {
     /// Chain mode's coordinator: present when the server has an image
     /// store (the head serves from it) and a head address nodes can reach.
     pub chain: Option<Arc<Coordinator>>,
+    /// The BitTorrent tracker: present when the server has an image store
+    /// (its torrents are the only ones it tracks).
+    pub tracker: Option<Arc<Tracker>>,
 }
 
 impl AppState {
@@ -64,12 +70,22 @@ impl AppState {
         let fleet = Arc::new(Fleet::open(&config)?);
         let admin_token = tokens::load_or_create_admin_token(&config.state)?;
         let chain = coordinator(&config, &fleet, &admin_token);
+        let tracker = config.store.clone().map(|store| {
+            let nodes = fleet.clone();
+            let deployments = move |mac: &MacAddr, token: &str| nodes.deployment_image(mac, token);
+            Arc::new(Tracker::new(
+                config.torrent,
+                Store::new(store),
+                Arc::new(deployments),
+            ))
+        });
         Ok(AppState {
             config,
             fleet,
             metrics: Metrics::default(),
             admin_token,
             chain,
+            tracker,
         })
     }
 }
@@ -120,6 +136,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         Some(c) => crate::chain::routes(c.clone()),
         None => Router::new(),
     };
+    let tracker = match &state.tracker {
+        Some(t) => crate::tracker::routes(t.clone()),
+        None => Router::new(),
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         // One path segment: axum's matcher has no `{mac}.ipxe` suffix
@@ -133,6 +153,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crate::report_routes::routes())
         .merge(crate::admin_routes::routes(state.clone()))
         .merge(chain)
+        .merge(tracker)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state.clone())

@@ -238,8 +238,21 @@ pub fn import_summary(imported: &Imported) -> String {
         rate(content, imported.build_time),
         seconds(imported.verify_time),
     );
+    if let Some(t) = &imported.torrent {
+        let _ = writeln!(out, "{}", torrent_line(t));
+    }
     let _ = writeln!(out, "signed by key {}", imported.signer);
     out
+}
+
+/// `torrent: 1600 pieces of 32.0 KiB, info-hash …`.
+pub fn torrent_line(t: &crate::torrent_file::Checked) -> String {
+    format!(
+        "torrent: {} pieces of {}, info-hash {}",
+        t.pieces,
+        Human(t.piece_length.into()),
+        t.info_hash
+    )
 }
 
 fn seconds(d: Duration) -> String {

@@ -5,6 +5,10 @@
 //!   always and single `Range` requests answered 206 (see
 //!   [`crate::byte_range`] for exactly which; a node fetches the payload
 //!   chunk by chunk and resumes after a drop with ranged GETs);
+//! - `GET|HEAD /images/{name}/{version}/payload.torrent`: the payload's
+//!   BitTorrent metainfo with `announce` = this server's tracker
+//!   (`{public_url}/announce`), filled in per request
+//!   ([`crate::torrent_file`]);
 //! - `GET|HEAD /images/{name}/latest`: the newest version's name as a line
 //!   of text ([`crate::version_order`]).
 //!
@@ -30,7 +34,7 @@ use axum::Router;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 use tokio_util::io::{InspectReader, ReaderStream};
 
-use drover_agent::image::{MANIFEST_FILE, PAYLOAD_FILE, SIGNATURE_FILE};
+use drover_agent::image::{MANIFEST_FILE, PAYLOAD_FILE, SIGNATURE_FILE, TORRENT_FILE};
 use kernel_cmdline::ImageRef;
 
 use crate::byte_range::{resolve_range, RangeOutcome};
@@ -118,8 +122,12 @@ async fn image_file(
             return text(StatusCode::BAD_REQUEST, msg);
         }
     }
+    if file == TORRENT_FILE {
+        return torrent(&state, &method, name, version).await;
+    }
     let Some(&(_, content_type)) = FILES.iter().find(|(f, _)| *f == file) else {
-        let names: Vec<&str> = FILES.iter().map(|(f, _)| *f).collect();
+        let mut names: Vec<&str> = FILES.iter().map(|(f, _)| *f).collect();
+        names.push(TORRENT_FILE);
         let msg = format!(
             "no file {file:?} in an image; there are: {}",
             names.join(", ")
@@ -216,6 +224,58 @@ async fn image_file(
             header_value(format!("bytes {start}-{end}/{size}")),
         );
     }
+    resp
+}
+
+/// `GET|HEAD /images/{name}/{version}/payload.torrent`: small (40 bytes a
+/// piece), so read whole, given this server's announce URL, and sent
+/// without ranges.
+async fn torrent(
+    state: &Arc<AppState>,
+    method: &Method,
+    name: String,
+    version: String,
+) -> Response {
+    let Some(root) = state.config.store.clone() else {
+        return no_store();
+    };
+    let store = Store::new(root);
+    let hidden = name.starts_with('.') || version.starts_with('.');
+    let path = store.version_path(&name, &version).join(TORRENT_FILE);
+    if hidden || !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        return missing(store, name, version, TORRENT_FILE.into()).await;
+    }
+    let public_url = state.config.public_url.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        let (stored, _) = crate::torrent_file::read(&path)?;
+        crate::torrent_file::served(&stored, &public_url)
+    })
+    .await;
+    let bytes = match made {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            log::error!("serving {name}@{version}'s {TORRENT_FILE}: {e:#}");
+            let msg = format!("cannot read {TORRENT_FILE} (the server's log says why)");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, msg);
+        }
+        Err(e) => {
+            log::error!("serving {TORRENT_FILE} panicked: {e}");
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+        }
+    };
+    let len = bytes.len();
+    let body = if *method == Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(bytes)
+    };
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-bittorrent"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     resp
 }
 
@@ -465,7 +525,7 @@ mod tests {
             ),
             (
                 "/images/demo/1.9/other",
-                "no file \"other\" in an image; there are: manifest.json, manifest.sig, payload\n",
+                "no file \"other\" in an image; there are: manifest.json, manifest.sig, payload, payload.torrent\n",
             ),
             (
                 "/images/.staging/x/payload",

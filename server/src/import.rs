@@ -2,7 +2,7 @@
 //!
 //! The image is built in `STORE/.staging/NAME@VERSION.XXXXXX/` (the builder
 //! streams each partition's content through the chunker into `payload`),
-//! signed, verified exactly as a node would verify it, and only then
+//! signed, given its `payload.torrent` ([`crate::torrent_file`]), verified exactly as a node would verify it, and only then
 //! renamed to `STORE/NAME/VERSION`: readers of the store (the HTTP routes,
 //! `image list`) see a version whole or not at all. A failed import leaves
 //! nothing behind; a killed one leaves a directory in `.staging` that is
@@ -27,6 +27,7 @@ use crate::image_verify::verify_dir;
 use crate::key_generate::SECRET_FILE;
 use crate::partition_spec::PartitionSpec;
 use crate::store::{check_component, ImageDir, Store, STAGING_DIR};
+use crate::torrent_file;
 
 /// Everything `image import` was asked to do.
 #[derive(Debug, Clone)]
@@ -45,6 +46,9 @@ pub struct ImportRequest {
     pub layout: Vec<PartitionSpec>,
     /// MBR boot code for BIOS boot (at most 440 bytes).
     pub bios_boot_code: Option<PathBuf>,
+    /// The torrent's piece length; `None`: chosen from the payload's size
+    /// ([`drover_agent::torrent::metainfo::choose_piece_length`]).
+    pub piece_length: Option<u32>,
 }
 
 /// What an import produced.
@@ -60,6 +64,8 @@ pub struct Imported {
     pub build_time: Duration,
     /// Verifying before publishing.
     pub verify_time: Duration,
+    /// Its `payload.torrent` (none for an empty payload).
+    pub torrent: Option<torrent_file::Checked>,
 }
 
 /// Run an import; `progress` gets one line per step.
@@ -110,6 +116,8 @@ pub fn import(req: &ImportRequest, progress: &mut dyn FnMut(String)) -> Result<I
     }
     builder.finish()?;
     sign::write_signature(staging.path(), &key).context("signing the manifest")?;
+    torrent_file::write(staging.path(), &req.name, &req.version, req.piece_length)
+        .context("making payload.torrent")?;
     let build_time = start.elapsed();
 
     progress("verifying".into());
@@ -159,6 +167,7 @@ pub fn import(req: &ImportRequest, progress: &mut dyn FnMut(String)) -> Result<I
         signer: key.public_key(),
         build_time,
         verify_time: verified.elapsed,
+        torrent: verified.torrent,
     })
 }
 
@@ -243,6 +252,7 @@ mod tests {
             },
             layout,
             bios_boot_code: None,
+            piece_length: None,
         };
         Setup { dir, req }
     }
@@ -261,6 +271,10 @@ mod tests {
         let done = import(&s.req, &mut |l| lines.push(l)).unwrap();
         assert_eq!(done.dir.path, s.req.store.join("demo/1"));
         assert_eq!(done.manifest.chunks.len(), 3);
+        let torrent = done.torrent.as_ref().expect("a payload.torrent");
+        assert_eq!(torrent.pieces, 1);
+        let stored = done.dir.path.join(drover_agent::image::TORRENT_FILE);
+        assert!(stored.is_file());
         assert!(done.manifest.boot.uefi);
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(

@@ -4,9 +4,11 @@
 //! keys); the fleet's state in SQLite (nodes, their deployments, events);
 //! per-MAC iPXE/PXELINUX boot entries that deploy a node or send it to its
 //! disk; node reports, the admin API and `/metrics` over HTTP; and the
-//! `node`/`deploy`/`status` commands that talk to a running server. Later:
-//! chain coordinator, tracker. Each concern is one module; `main.rs` only
-//! dispatches.
+//! `node`/`deploy`/`status` commands that talk to a running server; chain
+//! mode's coordinator and head ([`chain`]); torrent mode's foundations:
+//! each image's `payload.torrent` ([`torrent_file`]) and the tracker
+//! ([`tracker`]) (the seeder and the agent's peer come next). Each concern
+//! is one module; `main.rs` only dispatches.
 
 pub mod admin_client;
 pub mod admin_routes;
@@ -38,4 +40,6 @@ pub mod store;
 #[cfg(test)]
 mod test_fixture;
 pub mod tokens;
+pub mod torrent_file;
+pub mod tracker;
 pub mod version_order;

@@ -50,6 +50,7 @@ pub fn import_image(dir: &Path, store: &Path, name: &str, version: &str) -> Stri
         build: BuildOptions::default(),
         layout: parse_layout(&[format!("size=1M,content=raw:{}", content.display())]).unwrap(),
         bios_boot_code: None,
+        piece_length: None,
     };
     let imported = import(&req, &mut |_| {}).unwrap();
     imported.manifest.payload.sha256.to_string()
