@@ -12,6 +12,9 @@
 //!
 //! Without the "iPXE gets something else" rule iPXE would fetch and chain
 //! itself forever.
+//!
+//! [`Dnsmasq::start_with_conf`] instead runs dnsmasq from a configuration
+//! file alone, e.g. the one `drover-server dnsmasq-config` prints.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -86,15 +89,54 @@ impl Dnsmasq {
         }
 
         let args = dnsmasq_args(netns, opts, &dir);
-        let mut cmd = Command::new("dnsmasq");
-        cmd.args(&args);
-        let proc = procs.spawn("dnsmasq", netns.exec(&cmd))?;
-        let dnsmasq = Dnsmasq { proc, dir };
-
         // The TFTP line is the last one dnsmasq logs at startup: the DHCP
         // socket is bound by then.
+        Dnsmasq::spawn(procs, netns, "dnsmasq", args, dir, "TFTP root is")
+    }
+
+    /// Start dnsmasq in `netns` from the configuration file `conf` alone
+    /// (e.g. what `drover-server dnsmasq-config` printed), as an operator
+    /// would run it. Added are only flags that manage the process: the
+    /// foreground, the log on stderr (`<log dir>/<name>.log`), the lease and
+    /// pid files in `<log dir>/<name>/`, no privilege drop (the lease file
+    /// is under target/).
+    pub fn start_with_conf(
+        procs: &Procs,
+        netns: &Netns,
+        name: &str,
+        conf: &Path,
+    ) -> Result<Dnsmasq> {
+        let dir = procs.log_dir().join(name);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let d = |file: &str| dir.join(file).display().to_string();
+        let args = vec![
+            "--no-daemon".to_owned(),
+            format!("--conf-file={}", conf.display()),
+            "--log-facility=-".to_owned(),
+            format!("--dhcp-leasefile={}", d("leases")),
+            format!("--pid-file={}", d("dnsmasq.pid")),
+            "--user=root".to_owned(),
+            "--group=root".to_owned(),
+        ];
+        // Logged after the sockets are bound, whatever the file enables.
+        Dnsmasq::spawn(procs, netns, name, args, dir, "started, version")
+    }
+
+    /// Run dnsmasq with `args` in `netns`; wait for `ready` in its log.
+    fn spawn(
+        procs: &Procs,
+        netns: &Netns,
+        name: &str,
+        args: Vec<String>,
+        dir: PathBuf,
+        ready: &str,
+    ) -> Result<Dnsmasq> {
+        let mut cmd = Command::new("dnsmasq");
+        cmd.args(&args);
+        let proc = procs.spawn(name, netns.exec(&cmd))?;
+        let dnsmasq = Dnsmasq { proc, dir };
         let ready = wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
-            dnsmasq.log().contains("TFTP root is") || !matches!(dnsmasq.proc.try_wait(), Ok(None))
+            dnsmasq.log().contains(ready) || !matches!(dnsmasq.proc.try_wait(), Ok(None))
         });
         if !ready || !matches!(dnsmasq.proc.try_wait(), Ok(None)) {
             bail!(

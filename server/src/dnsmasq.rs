@@ -8,6 +8,13 @@
 //! for BIOS, `ipxe.efi` for x86-64 UEFI, from Debian's `ipxe` package in
 //! `/usr/lib/ipxe`); iPXE does DHCP again, now with option 175, and is sent
 //! to `PUBLIC/boot/${net0/mac}.ipxe` on this server.
+//!
+//! In proxy mode both steps are PXE boot services (`pxe-service`), one per
+//! client architecture (x86PC; BC_EFI and x86-64_EFI, dnsmasq's names for
+//! client-arch 7 and 9): dnsmasq leaves the next-server address out of a
+//! proxy answer built from `dhcp-boot`, which older iPXE rejects.
+//!
+//! Both modes boot a VM in qemu-tests/tests/dnsmasq_config.rs.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -173,6 +180,12 @@ pub fn render(s: &DnsmasqSettings) -> String {
             "Answer DHCP and TFTP on this interface only.",
             &format!("interface={interface}"),
         );
+        line(
+            "Bind the sockets to it alone, so this dnsmasq can run next to another one on the\n\
+             host (e.g. libvirt's): without this, \"failed to bind DHCP server socket: Address\n\
+             already in use\". bind-dynamic also tolerates the interface coming up later.",
+            "bind-dynamic",
+        );
     }
     line(
         "Log every DHCP exchange (syslog or journal): what to read when a node does not boot.",
@@ -206,12 +219,13 @@ pub fn render(s: &DnsmasqSettings) -> String {
         "Tag iPXE itself: it sends DHCP option 175; firmware PXE does not.",
         "dhcp-match=set:ipxe,175",
     );
-    line(
-        "Tag x86-64 UEFI clients (client architecture 7, and 9 which some firmware sends).",
-        "dhcp-match=set:efi64,option:client-arch,7\ndhcp-match=set:efi64,option:client-arch,9",
-    );
+    let boot_entry = format!("{}/boot/${{net0/mac}}.ipxe", s.public_url);
     match s.mode {
         DhcpMode::Range(_) => {
+            line(
+                "Tag x86-64 UEFI clients (client architecture 7, and 9 which some firmware sends).",
+                "dhcp-match=set:efi64,option:client-arch,7\ndhcp-match=set:efi64,option:client-arch,9",
+            );
             line(
                 &format!("BIOS firmware PXE (neither tag): chainload iPXE, {BIOS_IPXE}."),
                 &format!("dhcp-boot=tag:!ipxe,tag:!efi64,{BIOS_IPXE}"),
@@ -219,6 +233,11 @@ pub fn render(s: &DnsmasqSettings) -> String {
             line(
                 &format!("UEFI firmware PXE: chainload iPXE, {EFI_IPXE}."),
                 &format!("dhcp-boot=tag:!ipxe,tag:efi64,{EFI_IPXE}"),
+            );
+            line(
+                "iPXE: fetch this node's boot entry from drover. iPXE fills in ${net0/mac}\n\
+                 (URL-encoding the colons; drover decodes them).",
+                &format!("dhcp-boot=tag:ipxe,{boot_entry}"),
             );
         }
         DhcpMode::Proxy(_) => {
@@ -230,19 +249,30 @@ pub fn render(s: &DnsmasqSettings) -> String {
                 &format!("pxe-service=tag:!ipxe,x86PC,\"drover\",{BIOS_IPXE}"),
             );
             line(
-                &format!("UEFI firmware PXE (client type X86-64_EFI): chainload iPXE, {EFI_IPXE}."),
-                &format!("pxe-service=tag:!ipxe,X86-64_EFI,\"drover\",{EFI_IPXE}"),
+                &format!(
+                    "x86-64 UEFI firmware PXE: chainload iPXE, {EFI_IPXE}. dnsmasq calls client\n\
+                     architecture 7 BC_EFI and 9 x86-64_EFI; x86-64 UEFI firmware sends 7 (OVMF does),\n\
+                     some send 9."
+                ),
+                &format!(
+                    "pxe-service=tag:!ipxe,BC_EFI,\"drover\",{EFI_IPXE}\n\
+                     pxe-service=tag:!ipxe,x86-64_EFI,\"drover\",{EFI_IPXE}"
+                ),
+            );
+            line(
+                "iPXE: its boot service is this node's boot entry on drover. iPXE fills in\n\
+                 ${net0/mac} (URL-encoding the colons; drover decodes them).\n\
+                 A boot service, not dhcp-boot: in proxy mode dnsmasq sends no next-server\n\
+                 address with a dhcp-boot file, and iPXE builds such as QEMU's and Debian's\n\
+                 (2019) ignore a proxy answer without one (\"Nothing to boot\").",
+                &format!(
+                    "pxe-service=tag:ipxe,x86PC,\"drover\",{boot_entry}\n\
+                     pxe-service=tag:ipxe,BC_EFI,\"drover\",{boot_entry}\n\
+                     pxe-service=tag:ipxe,x86-64_EFI,\"drover\",{boot_entry}"
+                ),
             );
         }
     }
-    line(
-        "iPXE: fetch this node's boot entry from drover. iPXE fills in ${net0/mac}\n\
-         (URL-encoding the colons; drover decodes them).",
-        &format!(
-            "dhcp-boot=tag:ipxe,{}/boot/${{net0/mac}}.ipxe",
-            s.public_url
-        ),
-    );
     // One blank line between settings, none at the end.
     out.truncate(out.trim_end().len());
     out.push('\n');
@@ -278,6 +308,7 @@ mod tests {
             [
                 "port=0",
                 "interface=eth1",
+                "bind-dynamic",
                 "log-dhcp",
                 "dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,12h",
                 "enable-tftp",
@@ -311,15 +342,23 @@ mod tests {
                 "enable-tftp",
                 "tftp-root=/srv/tftp",
                 "dhcp-match=set:ipxe,175",
-                "dhcp-match=set:efi64,option:client-arch,7",
-                "dhcp-match=set:efi64,option:client-arch,9",
                 "pxe-service=tag:!ipxe,x86PC,\"drover\",undionly.kpxe",
-                "pxe-service=tag:!ipxe,X86-64_EFI,\"drover\",ipxe.efi",
-                "dhcp-boot=tag:ipxe,http://boot.example/drover/boot/${net0/mac}.ipxe",
+                "pxe-service=tag:!ipxe,BC_EFI,\"drover\",ipxe.efi",
+                "pxe-service=tag:!ipxe,x86-64_EFI,\"drover\",ipxe.efi",
+                "pxe-service=tag:ipxe,x86PC,\"drover\",http://boot.example/drover/boot/${net0/mac}.ipxe",
+                "pxe-service=tag:ipxe,BC_EFI,\"drover\",http://boot.example/drover/boot/${net0/mac}.ipxe",
+                "pxe-service=tag:ipxe,x86-64_EFI,\"drover\",http://boot.example/drover/boot/${net0/mac}.ipxe",
             ],
             "{text}"
         );
         assert!(text.contains("Proxy DHCP"), "{text}");
+        // No interface, no socket binding option; no dhcp-boot in proxy mode.
+        assert!(
+            !settings_of(&text)
+                .iter()
+                .any(|l| l.starts_with("bind-") || l.starts_with("dhcp-boot")),
+            "{text}"
+        );
     }
 
     #[test]
