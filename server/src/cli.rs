@@ -668,6 +668,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             // Mode first: a usage mistake is reported before the config is read.
             let mode = DhcpMode::from_flags(a.dhcp_range, a.proxy).map_err(anyhow::Error::msg)?;
             let config = Config::load(&a.config)?;
+            crate::dnsmasq::check_boot_url(&config.public_url).map_err(anyhow::Error::msg)?;
             print!(
                 "{}",
                 crate::dnsmasq::render(&DnsmasqSettings {

@@ -151,6 +151,27 @@ pub fn parse_tftp_root(text: &str) -> Result<PathBuf, String> {
     Ok(path.to_owned())
 }
 
+/// The boot-entry URL iPXE is given, `${net0/mac}` left for iPXE to fill.
+pub fn boot_entry_url(public_url: &str) -> String {
+    format!("{public_url}/boot/${{net0/mac}}.ipxe")
+}
+
+/// The URL travels in the 128-byte BOOTP `file` field (NUL-terminated),
+/// both as dnsmasq's `dhcp-boot` and in a proxy's PXE boot-server reply:
+/// a longer one would be cut short without a word.
+pub fn check_boot_url(public_url: &str) -> Result<(), String> {
+    let url = boot_entry_url(public_url);
+    if url.len() > 127 {
+        return Err(format!(
+            "the boot entry URL {url:?} is {} bytes; DHCP carries at most 127 (the BOOTP file field): \
+             use a shorter public_url ({} bytes at most)",
+            url.len(),
+            127 - (url.len() - public_url.len())
+        ));
+    }
+    Ok(())
+}
+
 /// The dnsmasq configuration text, one comment per setting.
 pub fn render(s: &DnsmasqSettings) -> String {
     let mode_name = match s.mode {
@@ -219,7 +240,7 @@ pub fn render(s: &DnsmasqSettings) -> String {
         "Tag iPXE itself: it sends DHCP option 175; firmware PXE does not.",
         "dhcp-match=set:ipxe,175",
     );
-    let boot_entry = format!("{}/boot/${{net0/mac}}.ipxe", s.public_url);
+    let boot_entry = boot_entry_url(&s.public_url);
     match s.mode {
         DhcpMode::Range(_) => {
             line(
@@ -282,6 +303,15 @@ pub fn render(s: &DnsmasqSettings) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_boot_url_too_long_for_dhcp_is_refused() {
+        let fits = format!("http://{}", "a".repeat(127 - 22 - 7));
+        assert_eq!(check_boot_url(&fits), Ok(()));
+        let e = check_boot_url(&format!("{fits}b")).unwrap_err();
+        assert!(e.contains("is 128 bytes; DHCP carries at most 127"), "{e}");
+        assert!(e.contains("(105 bytes at most)"), "{e}");
+    }
 
     fn settings(mode: DhcpMode) -> DnsmasqSettings {
         DnsmasqSettings {
