@@ -139,8 +139,10 @@ fn main() -> Result<()> {
     println!();
     print!("{}", results::summary(&rows));
     println!(
-        "times are launch to exit of each node; ideal = bytes at the shaped link rate; \
-         cpu = share of all cores of the machine (mean/peak 1 s)"
+        "a node's time: from the launch of all nodes to its disk written, synced and verified \
+         (drover) or its receiver's exit (udpcast); ideal = the image's bytes at the shaped \
+         link rate; link = per-node throughput / link rate; cpu = share of all cores of the \
+         machine, other jobs included (mean/busiest second)"
     );
     for line in results::write(&out, &rows, &modes)? {
         println!("{line}");
