@@ -164,7 +164,10 @@ fn finish(fleet: &mut Fleet, killed: &[usize]) -> Result<f64> {
             states[i].last_error.as_deref().unwrap_or("-")
         );
     }
-    if !problems.is_empty() || !all {
+    if problems.is_empty() && all {
+        // Kept for a look when something failed; 16 images otherwise.
+        fleet.remove_disks();
+    } else {
         bail!(
             "{} problem(s):\n  {}\nchain status:\n{}",
             problems.len(),
