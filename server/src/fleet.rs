@@ -73,6 +73,7 @@ pub struct Fleet {
     store: Option<Store>,
     auto_register: Option<ImageRef>,
     default_wipe: bool,
+    default_mode: Mode,
 }
 
 /// Make the state directory (mode 0700: it holds the admin token) if missing.
@@ -95,7 +96,22 @@ impl Fleet {
             store: config.store.clone().map(Store::new),
             auto_register: config.auto_register.clone(),
             default_wipe: config.deploy.wipe,
+            default_mode: config.deploy.mode,
         })
+    }
+
+    /// Nodes with a deployment of `image` (`NAME@VERSION`) in progress in
+    /// chain mode: who a chain session of it should wait for.
+    pub fn chain_in_progress(&self, image: &str) -> Result<u32, FleetError> {
+        let nodes = self.db.read(|tx| tx.nodes())?;
+        let chain = nodes.iter().filter(|n| {
+            let mode = match n.mode.as_deref() {
+                Some(m) => m.parse().ok(),
+                None => Some(self.default_mode),
+            };
+            n.state.in_progress() && n.image.as_deref() == Some(image) && mode == Some(Mode::Chain)
+        });
+        Ok(u32::try_from(chain.count()).unwrap_or(u32::MAX))
     }
 
     /// Node `mac` asks for its boot entry (`via`: iPXE or PXELINUX).

@@ -110,6 +110,10 @@ fn coordinator(config: &Config, fleet: &Arc<Fleet>, admin: &str) -> Option<Arc<C
         Arc::new(auth),
         Arc::new(StoreImages::new(Store::new(store))),
     );
+    let fleet_now = fleet.clone();
+    c.on_new_session(Arc::new(move |id| {
+        fleet_now.chain_in_progress(&id.to_string()).ok()
+    }));
     let failed = fleet.clone();
     c.on_failed(Arc::new(move |id, mac, why| {
         let fleet = failed.clone();

@@ -10,7 +10,7 @@ mod common;
 use common::{serve, BIN};
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,10 +65,9 @@ fn token(url: &str, mac: &str) -> String {
         .to_owned()
 }
 
-#[test]
-fn chain_session_through_the_real_server() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
+/// An imported image (3 MB in 256 KiB chunks) and a chain-mode config on
+/// a free loopback port: (config, url, manifest, payload).
+fn setup(dir: &Path) -> (PathBuf, String, Arc<Manifest>, Vec<u8>) {
     std::fs::write(dir.join("vmlinuz"), b"kernel").unwrap();
     std::fs::write(dir.join("initrd.img"), b"initrd").unwrap();
     let run = |args: &[&str]| {
@@ -126,6 +125,27 @@ fn chain_session_through_the_real_server() {
         ),
     )
     .unwrap();
+    (config, url, manifest, payload)
+}
+
+/// A join by hand, as a node that never listens nor heartbeats; the status.
+fn join(url: &str, mac: &str, token: &str) -> u16 {
+    let mut c = Client::new(url.parse().unwrap());
+    c.token = Some(token.to_owned());
+    let body = serde_json::to_vec(&Join {
+        session: "demo@1.0".into(),
+        mac: mac.into(),
+        listen: "127.0.0.1:9".into(),
+        next: 0,
+    })
+    .unwrap();
+    c.post_json(JOIN_PATH, &body, 1 << 16).unwrap().head.status
+}
+
+#[test]
+fn chain_session_through_the_real_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (config, url, manifest, payload) = setup(tmp.path());
     let _server = serve(&config);
 
     for mac in MACS {
@@ -141,19 +161,7 @@ fn chain_session_through_the_real_server() {
     );
 
     // A wrong token is refused.
-    let client = Client::new(url.parse().unwrap());
-    let join = |mac: &str, token: &str| {
-        let mut c = client.clone();
-        c.token = Some(token.to_owned());
-        let body = serde_json::to_vec(&Join {
-            session: "demo@1.0".into(),
-            mac: mac.into(),
-            listen: "127.0.0.1:9".into(),
-            next: 0,
-        })
-        .unwrap();
-        c.post_json(JOIN_PATH, &body, 1 << 16).unwrap().head.status
-    };
+    let join = |mac: &str, token: &str| join(&url, mac, token);
     assert_eq!(join(MACS[2], "not-its-token"), 401);
     // The third node joins first (so it would feed the others) and then
     // falls silent: it listens nowhere and never heartbeats.
@@ -250,4 +258,34 @@ fn chain_session_through_the_real_server() {
     let (code, _, err) = cli(&config, &["chain", "status", "other@1"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("no chain session other@1"), "{err}");
+}
+
+/// After a restart the server has forgotten its sessions: the first join
+/// makes a new one, which expects the chain deployments still in progress
+/// and so starts when they are all back, not after the join timeout.
+#[test]
+fn after_a_restart_the_session_expects_the_deployments_in_progress() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (config, url, _, _) = setup(tmp.path());
+    let server = serve(&config);
+    for mac in &MACS[..2] {
+        ok(&config, &["node", "add", mac]);
+    }
+    ok(&config, &["deploy", "--image", "demo", MACS[0], MACS[1]]);
+    let tokens: Vec<String> = MACS[..2].iter().map(|m| token(&url, m)).collect();
+    drop(server);
+    let _server = serve(&config);
+    let join = |mac: &str, token: &str| join(&url, mac, token);
+    assert_eq!(join(MACS[0], &tokens[0]), 200);
+    let out = ok(&config, &["chain", "status", "demo@1.0"]);
+    assert!(
+        out.starts_with("session demo@1.0: waiting for nodes, 1 nodes"),
+        "{out}"
+    );
+    assert_eq!(join(MACS[1], &tokens[1]), 200);
+    let out = ok(&config, &["chain", "status", "demo@1.0"]);
+    assert!(
+        out.starts_with("session demo@1.0: started, 2 nodes"),
+        "{out}"
+    );
 }

@@ -54,6 +54,11 @@ impl Entry {
     }
 }
 
+/// How many nodes a session made by a join (not by a deploy) should
+/// expect, e.g. after a server restart: the fleet's deployments of that
+/// image in chain mode still in progress.
+pub type ExpectedHook = Arc<dyn Fn(&SessionId) -> Option<u32> + Send + Sync>;
+
 /// Told when the coordinator declares a node failed (silent past
 /// `dead_after`): the session, the node, why.
 pub type FailureHook = Arc<dyn Fn(&SessionId, MacAddr, &str) + Send + Sync>;
@@ -65,6 +70,7 @@ pub struct Coordinator {
     images: Arc<dyn ImageLookup>,
     sessions: Mutex<HashMap<SessionId, Entry>>,
     on_failed: Mutex<Option<FailureHook>>,
+    expected: Mutex<Option<ExpectedHook>>,
     /// `cfg.head`, or where the head really listens once bound (a
     /// configured port 0).
     head: Mutex<SocketAddr>,
@@ -81,6 +87,7 @@ impl Coordinator {
             images,
             sessions: Mutex::new(HashMap::new()),
             on_failed: Mutex::new(None),
+            expected: Mutex::new(None),
             head: Mutex::new(cfg.head),
             cfg,
         })
@@ -103,6 +110,35 @@ impl Coordinator {
     /// Call `hook` for every node declared failed from now on.
     pub fn on_failed(&self, hook: FailureHook) {
         *self.on_failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// Ask `hook` how many nodes a session made by a join should expect.
+    pub fn on_new_session(&self, hook: ExpectedHook) {
+        *self.expected.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// The policy of a session made by a join: the defaults, expecting
+    /// what the hook says (so it starts as soon as they are all back
+    /// rather than after the join timeout).
+    async fn join_config(&self, id: &SessionId) -> SessionConfig {
+        let mut cfg = self.cfg.defaults.clone();
+        let hook = self
+            .expected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            let key = id.clone();
+            cfg.expected = tokio::task::spawn_blocking(move || hook(&key))
+                .await
+                .ok()
+                .flatten()
+                .filter(|&n| n > 0);
+        }
+        if let Some(n) = cfg.expected {
+            log::info!("chain session {id}: expecting {n} nodes (deployments in progress)");
+        }
+        cfg
     }
 
     /// Take the sessions' newly failed nodes and tell the hook, outside
@@ -178,15 +214,16 @@ impl Coordinator {
             |s: &HashMap<SessionId, Entry>| s.get(id).is_some_and(|e| !e.session.is_over());
         if create && !usable(&self.lock()) {
             let total = self.chunk_count(id).await?;
+            let cfg = self.join_config(id).await;
             let mut sessions = self.lock();
             match sessions.get_mut(id) {
                 Some(e) if e.session.is_over() => {
                     log::info!("chain session {id}: the last one is over; a new one begins");
-                    e.renew(Session::new(id.clone(), total, self.cfg.defaults.clone()));
+                    e.renew(Session::new(id.clone(), total, cfg));
                 }
                 Some(_) => {}
                 None => {
-                    sessions.insert(id.clone(), new_entry(id, total, self.cfg.defaults.clone()));
+                    sessions.insert(id.clone(), new_entry(id, total, cfg));
                 }
             }
         }
