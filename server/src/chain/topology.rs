@@ -437,6 +437,10 @@ impl Session {
             for m in &self.order {
                 if let Some(n) = self.nodes.get_mut(m) {
                     n.state = NodeState::Active;
+                    // Rates count from the start: nothing flows while a
+                    // node waits for it, which is no measure of its link.
+                    n.window = (now, n.received);
+                    n.rate = None;
                 }
             }
         }

@@ -438,6 +438,47 @@ fn a_slow_link_on_the_head_fed_node_is_found_by_the_probe() {
 }
 
 #[test]
+fn waiting_for_the_start_is_not_a_measured_rate() {
+    // Nodes heartbeat for two rate windows before the session starts,
+    // receiving nothing: no rate, so the probe keeps its one swap for
+    // when the head-fed node's link can be measured.
+    let t = Instant::now();
+    let cfg = SessionConfig {
+        join_timeout: Duration::from_secs(60),
+        ..cfg(1)
+    };
+    let mut s = Session::new("img@1".parse().unwrap(), 100, cfg);
+    for i in 1..=3 {
+        s.join(mac(i), format!("10.0.0.{i}:7151").parse().unwrap(), 0, t);
+    }
+    for k in 1..=12u64 {
+        for i in 1..=3 {
+            beat(&mut s, i, 0, 0, t + Duration::from_secs(k));
+        }
+    }
+    let start = t + Duration::from_secs(12);
+    s.start(start);
+    let first = ["1<-head", "2<-1", "3<-2"];
+    assert_eq!(shape(&s), first);
+    for i in 1..=3 {
+        assert_eq!(s.node(&mac(i)).unwrap().rate, None, "node {i}");
+    }
+    for i in 1..=3 {
+        beat(&mut s, i, 5, 0, start + Duration::from_secs(1));
+    }
+    assert_eq!(shape(&s), first);
+    assert!(
+        !s.node(&mac(1))
+            .unwrap()
+            .events
+            .iter()
+            .any(|e| e.starts_with("probe")),
+        "{:?}",
+        s.node(&mac(1)).unwrap().events
+    );
+}
+
+#[test]
 fn in_a_tree_a_slow_head_fed_node_is_compared_with_its_siblings() {
     let t = Instant::now();
     let mut s = started(2, 6, t);
