@@ -7,7 +7,7 @@
 //! each; the VM tests run the same in QEMU.
 
 mod common;
-use common::{serve, BIN};
+use common::{import_demo, serve, BIN};
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -70,35 +70,11 @@ fn token(url: &str, mac: &str) -> String {
 fn setup(dir: &Path) -> (PathBuf, String, Arc<Manifest>, Vec<u8>) {
     std::fs::write(dir.join("vmlinuz"), b"kernel").unwrap();
     std::fs::write(dir.join("initrd.img"), b"initrd").unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(BIN).args(args).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {:?}", out);
-    };
-    let keys = dir.join("keys");
-    let store = dir.join("store");
-    run(&["key", "generate", "--out", s(&keys)]);
     // Incompressible content in small chunks: a stream of many frames.
-    let content = dir.join("content.img");
     let bytes: Vec<u8> = (0..3_000_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    std::fs::write(&content, &bytes).unwrap();
-    run(&[
-        "image",
-        "import",
-        "--store",
-        s(&store),
-        "--name",
-        "demo",
-        "--version",
-        "1.0",
-        "--key",
-        s(&keys.join("drover.key")),
-        "--chunk-size",
-        "256K",
-        "--partition",
-        &format!("size=4M,content=raw:{}", s(&content)),
-    ]);
+    let store = import_demo(dir, &bytes, "4M", &["--chunk-size", "256K"]);
     let manifest = Arc::new(
         Manifest::parse(&std::fs::read(store.join("demo/1.0/manifest.json")).unwrap()).unwrap(),
     );

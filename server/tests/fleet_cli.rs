@@ -137,33 +137,7 @@ fn operator_and_nodes_against_a_real_server() {
     std::fs::write(dir.join("initrd.img"), b"initrd").unwrap();
 
     // An image, imported with the CLI.
-    let run = |args: &[&str]| {
-        let out = Command::new(BIN).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let keys = dir.join("keys");
-    let store = dir.join("store");
-    run(&["key", "generate", "--out", s(&keys)]);
-    let content = dir.join("content.img");
-    std::fs::write(&content, vec![0x5a; 300_000]).unwrap();
-    run(&[
-        "image",
-        "import",
-        "--store",
-        s(&store),
-        "--name",
-        "demo",
-        "--version",
-        "1.0",
-        "--key",
-        s(&keys.join("drover.key")),
-        "--partition",
-        &format!("size=1M,content=raw:{}", s(&content)),
-    ]);
+    let store = common::import_demo(dir, &[0x5a; 300_000], "1M", &[]);
     let manifest =
         Manifest::parse(&std::fs::read(store.join("demo/1.0/manifest.json")).unwrap()).unwrap();
     let sha = manifest.payload.sha256.to_string();

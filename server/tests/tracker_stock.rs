@@ -14,7 +14,7 @@
 //! A missing tool skips its part with a printed reason.
 
 mod common;
-use common::{serve, BIN};
+use common::serve;
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -114,15 +114,6 @@ struct Lab {
 fn lab() -> Lab {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let run = |args: &[&str]| {
-        let out = Command::new(BIN).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&["key", "generate", "--out", s(&d.join("keys"))]);
     let mut x = 0x2545_f491u32;
     let raw: Vec<u8> = (0..2_000_000)
         .map(|_| {
@@ -132,23 +123,8 @@ fn lab() -> Lab {
             x as u8
         })
         .collect();
-    std::fs::write(d.join("raw.img"), raw).unwrap();
     std::fs::write(d.join("vmlinuz"), b"K").unwrap();
-    let store = d.join("store");
-    run(&[
-        "image",
-        "import",
-        "--store",
-        s(&store),
-        "--name",
-        "demo",
-        "--version",
-        "1.0",
-        "--key",
-        s(&d.join("keys/drover.key")),
-        "--partition",
-        &format!("size=4M,content=raw:{}", s(&d.join("raw.img"))),
-    ]);
+    let store = common::import_demo(d, &raw, "4M", &[]);
     let port = free_port();
     let config = d.join("server.toml");
     std::fs::write(
