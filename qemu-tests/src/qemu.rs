@@ -303,6 +303,20 @@ impl VmBuilder {
                     "-drive",
                     &format!("if=pflash,format=raw,unit=1,file={}", my_vars.display()),
                 ]);
+                // QEMU's iPXE ROM is the network boot. Without these, after
+                // iPXE's `exit` (the server's localboot) OVMF tries its own
+                // network boot options before the disk: PXEv4 (which fetches
+                // and runs iPXE once more), PXEv6, HTTPv4 and HTTPv6, each
+                // waiting out its DHCP timeout — about 4 to 7 minutes under
+                // TCG. With OVMF's IPv4 and IPv6 stacks off (OVMF 2022.11
+                // honours both; see edk2's OvmfPkg/RUNTIME_CONFIG.md) the
+                // disk boots about a second after iPXE exits.
+                push(&[
+                    "-fw_cfg",
+                    "name=opt/org.tianocore/IPv4Support,string=no",
+                    "-fw_cfg",
+                    "name=opt/org.tianocore/IPv6Support,string=no",
+                ]);
             }
         }
         let mut nic = format!("{},netdev=n0,mac={}", self.nic.model(), self.mac);
@@ -679,6 +693,11 @@ mod tests {
             "{a}"
         );
         assert!(!a.contains("sercon"), "{a}");
+        // Only iPXE netboots: OVMF's own PXE/HTTP boot would delay localboot.
+        assert!(
+            a.contains("-fw_cfg name=opt/org.tianocore/IPv4Support,string=no -fw_cfg name=opt/org.tianocore/IPv6Support,string=no"),
+            "{a}"
+        );
     }
 
     #[test]
