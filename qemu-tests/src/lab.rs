@@ -46,4 +46,11 @@ impl PxeLab {
     pub fn vm(&self, name: &str) -> VmBuilder {
         VmBuilder::new(name).tap(&self.ns, "tap0").netboot()
     }
+
+    /// Another VM on the same network: on a new tap `ifname` (not `tap0`)
+    /// of the bridge, booting from the network first.
+    pub fn vm_on_tap(&self, name: &str, ifname: &str) -> Result<VmBuilder> {
+        self.ns.add_tap(ifname)?;
+        Ok(VmBuilder::new(name).tap(&self.ns, ifname).netboot())
+    }
 }

@@ -8,6 +8,7 @@
 //! - [`server`]: `drover-server serve` with a generated config.
 //! - [`qemu`]: a VM builder and serial-console assertions.
 //! - [`artifacts`]: the kernel, initrd and server binary under test.
+//! - [`deployed`]: what a deploy test checks about a deployed machine.
 //!
 //! A test starts with [`TestEnv::start`], which checks the prerequisites
 //! (root, QEMU, dnsmasq, …) and fails with what to install; with
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 pub mod artifacts;
+pub mod deployed;
 pub mod dnsmasq;
 pub mod lab;
 pub mod netns;

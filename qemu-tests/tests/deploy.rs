@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use drover_qemu_tests::artifacts::{self, Artifacts};
+use drover_qemu_tests::deployed;
 use drover_qemu_tests::lab::PxeLab;
 use drover_qemu_tests::procs::Procs;
 use drover_qemu_tests::qemu::{DiskBus, Firmware, Nic, Vm};
@@ -61,30 +62,14 @@ fn deploy_and_boot(
         .spawn(env.procs())?;
     vm.wait_for_line("drover: lease: ", TIMEOUT)?;
     vm.wait_for_line("signed by the trusted key", TIMEOUT)?;
-    let dev = if bus == DiskBus::Nvme {
-        "/dev/nvme0n1"
-    } else {
-        "/dev/vda"
-    };
-    vm.wait_for_line(format!("drover: disk: {dev} "), TIMEOUT)?;
-    vm.wait_for_line(format!("drover: deployed demo@1.0 to {dev}"), TIMEOUT)?;
-    vm.wait_for_line("drover: report: success recorded", TIMEOUT)?;
+    deployed::wait_disk_chosen(&vm, bus, TIMEOUT)?;
+    deployed::wait_written(&vm, bus, TIMEOUT)?;
     vm.wait_for_line("drover: deploy finished: rebooting", TIMEOUT)?;
     let deployed_at = vm.elapsed();
     // The server's record, before the machine comes back.
-    let node = lab.server.node_show(mac)?;
-    let sha = payload_sha256(&store)?;
-    ensure!(node.contains("state: done"), "{node}");
-    ensure!(
-        node.contains(&format!("deployed: demo@1.0 {sha}")),
-        "{node}"
-    );
+    deployed::assert_node_done(&lab.server, mac, &store)?;
     // iPXE prints the server's localboot entry, then the deployed OS boots.
-    vm.wait_for_line(format!("drover: {mac}: deployed demo@1.0"), TIMEOUT)?;
-    vm.wait_for_line("DROVER-TEST-OS image=demo version=1.0", TIMEOUT)?;
-    let booted_at = vm.elapsed();
-    vm.wait_for_line("DROVER-TEST-OS files=ok", TIMEOUT)?;
-    vm.wait_for_line("DROVER-TEST-OS meta=ok", TIMEOUT)?;
+    let booted_at = deployed::wait_deployed_os(&vm, mac, TIMEOUT)?;
     vm.wait_exit(TIMEOUT)?;
     let slog = lab.server.log();
     ensure!(
@@ -97,48 +82,14 @@ fn deploy_and_boot(
     let ns_name = lab.ns.name().to_owned();
     drop(vm);
     drop(lab);
-
     // The disk, inspected from outside: a sound GPT and a clean ext4.
-    let raw = env.dir().join("disk.raw");
-    raw_copy(&disk, &raw)?;
-    let v = run(Command::new("sgdisk").arg("-v").arg(&raw))?;
-    ensure!(v.contains("No problems found"), "{v}");
-    let info = run(Command::new("sgdisk").arg("-i2").arg(&raw))?;
-    let first: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("First sector: "))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .with_context(|| format!("no partition 2:\n{info}"))?;
-    let fsck =
-        run(Command::new("e2fsck")
-            .args(["-fn", &format!("{}?offset={}", raw.display(), first * 512)]));
-    if let Err(e) = fsck {
-        // Older e2fsck has no ?offset=: copy the partition out.
-        let part = env.dir().join("root.ext4");
-        run(Command::new("dd")
-            .arg(format!("if={}", raw.display()))
-            .arg(format!("of={}", part.display()))
-            .args(["bs=512", &format!("skip={first}"), "status=none"]))
-        .with_context(|| format!("after {e:#}"))?;
-        run(Command::new("e2fsck").arg("-fn").arg(&part))?;
-    }
-    std::fs::remove_file(&raw)?;
+    deployed::check_disk(&disk, env.dir())?;
     eprintln!(
         "{name}: deployed in {:.1}s, deployed OS up {:.1}s later",
         deployed_at.as_secs_f64(),
         (booted_at - deployed_at).as_secs_f64()
     );
     env.assert_clean(&[&ns_name])
-}
-
-/// The payload hash in the store's manifest for demo@1.0.
-fn payload_sha256(store: &std::path::Path) -> Result<String> {
-    let text = std::fs::read_to_string(store.join("demo/1.0/manifest.json"))?;
-    let m: serde_json::Value = serde_json::from_str(&text)?;
-    m["payload"]["sha256"]
-        .as_str()
-        .map(str::to_owned)
-        .context("manifest without payload.sha256")
 }
 
 #[test]
