@@ -1,95 +1,236 @@
-//! `make demo`: PXE-boot one blank VM into the drover agent, deploy the
-//! test OS, and boot it — console shown live. A private network namespace
-//! holds everything (bridge, tap, dnsmasq for DHCP + TFTP, drover-server
-//! for the iPXE script, kernel, initrd and image); all of it is torn down
-//! at the end, also on error.
+//! `make demo`: three blank VMs (SeaBIOS and OVMF, virtio-net and e1000,
+//! virtio-blk and NVMe) PXE-boot into the drover agent and deploy the test
+//! OS in chain mode — the server feeds the first machine, each machine
+//! feeds the next — then boot it. A private network namespace holds
+//! everything (bridge, taps, dnsmasq for DHCP + TFTP, drover-server for
+//! the iPXE script, kernel, initrd, image and the chain's head); all of it
+//! is torn down at the end, also on error.
 //!
-//! The VM deploys the test OS (built and imported as `demo@1.0`) over
-//! HTTP, reports success, reboots; the server answers its next PXE request
-//! with localboot and the VM boots the deployed OS from its disk. The
-//! server's record of the node is printed at the end.
+//! Shown live: each machine's milestones from its serial console, and the
+//! server's view as an operator would watch it (`drover-server status` and
+//! `drover-server chain status demo@1.0`, printed again whenever they
+//! change). At the end, each node's record (`drover-server node show`).
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 use drover_qemu_tests::artifacts::{self, Artifacts};
 use drover_qemu_tests::lab::PxeLab;
-use drover_qemu_tests::qemu::{Firmware, Nic, Vm};
-use drover_qemu_tests::server::ServerConfig;
+use drover_qemu_tests::qemu::{DiskBus, Firmware, Nic, Vm};
+use drover_qemu_tests::server::{Server, ServerConfig};
 use drover_qemu_tests::{testos, Need, TestEnv};
 
-const TIMEOUT: Duration = Duration::from_secs(300);
+/// The whole demo: three TCG VMs on a laptop's cores take a few minutes.
+const TIMEOUT: Duration = Duration::from_secs(1200);
+/// How often the server's tables are polled.
+const POLL: Duration = Duration::from_secs(3);
+
+struct Machine {
+    name: &'static str,
+    firmware: Firmware,
+    nic: Nic,
+    bus: DiskBus,
+    mac: &'static str,
+    what: &'static str,
+}
+
+const MACHINES: [Machine; 3] = [
+    Machine {
+        name: "node1",
+        firmware: Firmware::Bios,
+        nic: Nic::VirtioNet,
+        bus: DiskBus::VirtioBlk,
+        mac: "52:54:00:de:00:01",
+        what: "SeaBIOS, virtio-net, virtio-blk",
+    },
+    Machine {
+        name: "node2",
+        firmware: Firmware::Uefi,
+        nic: Nic::E1000,
+        bus: DiskBus::Nvme,
+        mac: "52:54:00:de:00:02",
+        what: "OVMF (UEFI), e1000, NVMe",
+    },
+    Machine {
+        name: "node3",
+        firmware: Firmware::Bios,
+        nic: Nic::E1000,
+        bus: DiskBus::VirtioBlk,
+        mac: "52:54:00:de:00:03",
+        what: "SeaBIOS, e1000, virtio-blk",
+    },
+];
 
 fn main() -> Result<()> {
-    let Some(env) = TestEnv::start("demo", &[Need::Qemu, Need::Netboot])? else {
+    let Some(env) = TestEnv::start("demo", &[Need::Qemu, Need::Netboot, Need::Uefi])? else {
         return Ok(());
     };
     let art = Artifacts::locate()?;
     let bin = artifacts::server_bin()?;
     println!("demo: building the test OS and importing it as demo@1.0 (signed)…");
     let store = testos::store(&art)?;
-    let disk = env.dir().join("disk.qcow2");
-    testos::blank_disk(&disk, "1G")?;
     let lab = PxeLab::start(env.procs(), &bin, |ns| {
-        ServerConfig::new(ns, &art.kernel, &art.initrd)
+        let mut c = ServerConfig::new(ns, &art.kernel, &art.initrd)
             .store(&store)
-            .deploy("on_error", "poweroff")
+            .deploy("mode", "chain")
+            .deploy("on_error", "poweroff");
+        // The machines are added and deployed below, as an operator would.
+        c.deploy.retain(|(k, _)| k != "image");
+        // The session starts when all three joined, however far apart
+        // they boot.
+        c.extra_toml.push_str("[chain]\njoin_timeout = 600\n");
+        c
     })?;
     println!(
-        "demo: namespace {}, dnsmasq (DHCP+TFTP) and drover-server at {}; PXE-booting a VM with a blank 1 GiB disk (SeaBIOS, virtio-net) under TCG…",
+        "demo: namespace {}: dnsmasq (DHCP+TFTP) and drover-server at {} in chain mode \
+         ([deploy] mode = \"chain\"; the chain's head on port 7150)",
         lab.ns.name(),
         lab.config.public_url
     );
-    let vm = lab
-        .vm("deploy")
-        .firmware(Firmware::Bios)
-        .nic(Nic::VirtioNet)
-        .mac("52:54:00:de:00:01")
-        .disk(&disk)
-        .allow_reboot(true)
-        .spawn(env.procs())?;
-    follow(&vm, |l| {
-        l.contains("drover")
-            || l.contains("DROVER-TEST-OS")
-            || l.contains("iPXE")
-            || l.starts_with("http://")
-            || l.starts_with("Booting from")
-    })?;
-    let node = lab.server.cli(&["node", "show", "52:54:00:de:00:01"])?;
-    println!("demo: the server's record of the node (drover-server node show 52:54:00:de:00:01):");
-    print!("{}", node.stdout);
+    let mut macs = Vec::new();
+    for m in &MACHINES {
+        operator(&lab.server, &["node", "add", m.mac, "--name", m.name])?;
+        macs.push(m.mac);
+    }
+    let mut deploy = vec!["deploy", "--image", "demo"];
+    deploy.extend(&macs);
+    operator(&lab.server, &deploy)?;
+
+    let mut vms = Vec::new();
+    for (i, m) in MACHINES.iter().enumerate() {
+        let disk = env.dir().join(format!("{}.qcow2", m.name));
+        testos::blank_disk(&disk, "1G")?;
+        let builder = if i == 0 {
+            lab.vm(m.name)
+        } else {
+            lab.vm_on_tap(m.name, &format!("tap{i}"))?
+        };
+        println!(
+            "demo: PXE-booting {} ({}, {}) with a blank 1 GiB disk under TCG",
+            m.name, m.mac, m.what
+        );
+        let vm = builder
+            .firmware(m.firmware)
+            .nic(m.nic)
+            .mac(m.mac)
+            .disk(&disk)
+            .disk_bus(m.bus)
+            .allow_reboot(true)
+            .spawn(env.procs())?;
+        vms.push((m, vm));
+    }
+    follow(&lab.server, &vms)?;
+
+    for m in &MACHINES {
+        println!(
+            "demo: the server's record of {} (drover-server node show {}):",
+            m.name, m.name
+        );
+        print!("{}", lab.server.cli(&["node", "show", m.name])?.stdout);
+    }
     println!("demo: done; console logs in {}", env.dir().display());
     Ok(())
 }
 
-/// Echo the console lines `show` picks as they arrive, until the VM exits.
-fn follow(vm: &Vm, show: impl Fn(&str) -> bool) -> Result<()> {
+/// Run `drover-server ARGS` as the operator, echoing it and its output.
+fn operator(server: &Server, args: &[&str]) -> Result<()> {
+    println!(
+        "demo: $ drover-server {} --config server.toml",
+        args.join(" ")
+    );
+    let out = server.cli(args)?;
+    for line in out.stdout.lines().chain(out.stderr.lines()) {
+        println!("demo:   {line}");
+    }
+    ensure!(
+        out.code == Some(0),
+        "drover-server {} failed",
+        args.join(" ")
+    );
+    Ok(())
+}
+
+/// Until every VM has powered off (the deployed test OS does, after its
+/// checks): echo each VM's milestones as they arrive, and the server's
+/// tables whenever they change.
+fn follow(server: &Server, vms: &[(&Machine, Vm)]) -> Result<()> {
     let started = Instant::now();
-    let mut shown = 0;
+    let stamp = || format!("[{:5.1}s]", started.elapsed().as_secs_f64());
+    let mut shown = vec![0; vms.len()];
+    let mut tables = [String::new(), String::new()];
+    let mut polled: Option<Instant> = None;
     loop {
-        let lines = vm.console();
-        for line in &lines[shown..] {
-            if show(line) {
-                println!(
-                    "[{:5.1}s] {}",
-                    started.elapsed().as_secs_f64(),
-                    plain(line).trim_end()
-                );
+        for ((m, vm), shown) in vms.iter().zip(&mut shown) {
+            let lines = vm.console();
+            for line in &lines[*shown..] {
+                let line = plain(line);
+                if milestone(&line) {
+                    println!("{} {:<5} | {}", stamp(), m.name, line.trim());
+                }
+            }
+            *shown = lines.len();
+        }
+        if polled.is_none_or(|t| t.elapsed() >= POLL) {
+            polled = Some(Instant::now());
+            let queries: [&[&str]; 2] = [&["status"], &["chain", "status", "demo@1.0"]];
+            for (query, last) in queries.iter().zip(&mut tables) {
+                let out = server.cli(query)?;
+                if out.stdout != *last && !out.stdout.is_empty() {
+                    println!("{} $ drover-server {}", stamp(), query.join(" "));
+                    for line in out.stdout.lines() {
+                        println!("            {line}");
+                    }
+                    *last = out.stdout;
+                }
             }
         }
-        shown = lines.len();
-        if vm.proc().try_wait()?.is_some() {
+        let mut running = 0;
+        for (_, vm) in vms {
+            if vm.proc().try_wait()?.is_none() {
+                running += 1;
+            }
+        }
+        if running == 0 {
             return Ok(());
         }
         if started.elapsed() > TIMEOUT {
             bail!(
-                "the VM did not finish within {}s; console: {}",
+                "{running} VM(s) did not finish within {}s; console logs: {}",
                 TIMEOUT.as_secs(),
-                vm.console_log_path().display()
+                vms[0]
+                    .1
+                    .console_log_path()
+                    .parent()
+                    .unwrap_or(vms[0].1.console_log_path())
+                    .display()
             );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The console lines worth showing: the agent's milestones, the iPXE
+/// script's own lines and what the deployed OS prints.
+fn milestone(line: &str) -> bool {
+    const AGENT: &[&str] = &[
+        "drover: agent ",
+        "drover: lease: ",
+        "drover: manifest: ",
+        "drover: disk: ",
+        "drover: chain: joined",
+        "drover: chain: assignment",
+        "drover: chain: received all",
+        "drover: chain: left the session",
+        "drover: deployed ",
+        "drover: report: success",
+        "drover: deploy finished",
+        "drover: error",
+    ];
+    AGENT.iter().any(|p| line.starts_with(p))
+        // The server's iPXE entries echo what they do (deploy, localboot).
+        || line.starts_with("drover: deploying ")
+        || line.starts_with("drover: 52:54:00:")
+        || line.starts_with("DROVER-TEST-OS")
 }
 
 /// The line without terminal escape sequences (iPXE colours its banner).
