@@ -28,6 +28,10 @@ use drover_agent::chain::api::{FailReason, NodeStatus, SessionStatus, Status};
 use drover_agent::chain::SessionId;
 use kernel_cmdline::MacAddr;
 
+/// A node is only called slow once it trails its upstream by more than
+/// this many chunks (and by a quarter of a window at the upstream's rate).
+const MIN_SLOW_LAG_CHUNKS: f64 = 4.0;
+
 /// Per-session policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionConfig {
@@ -578,7 +582,10 @@ impl Session {
         };
         let reference = up.rate?;
         let lag = f64::from(up.received.saturating_sub(n.received));
-        let slack = reference * limit.as_secs_f64() / 4.0;
+        // A healthy node trails its upstream by the chunk in flight; while
+        // the chain fills, deep nodes have had nothing yet at all. Neither
+        // is slowness: only a node that has fallen several chunks behind.
+        let slack = (reference * limit.as_secs_f64() / 4.0).max(MIN_SLOW_LAG_CHUNKS);
         (rate < reference / 2.0 && lag > slack).then(|| {
             format!("it received {rate:.1} chunks/s where {whose} received {reference:.1}")
         })

@@ -501,3 +501,40 @@ fn in_a_tree_a_slow_head_fed_node_is_compared_with_its_siblings() {
         one.events
     );
 }
+
+#[test]
+fn filling_the_chain_is_not_slowness() {
+    // 16 nodes, 1 chunk per second at the head, one hop per second: node
+    // i gets its first chunk i seconds in. The rate windows close while
+    // the deep nodes still have nothing and trail their upstream by one
+    // chunk: nobody may be moved.
+    let t = Instant::now();
+    let mut s = started(1, 16, t);
+    for k in 1..=30u32 {
+        let now = t + Duration::from_secs(k.into());
+        for i in 1..=16u8 {
+            beat(&mut s, i, k.saturating_sub(u32::from(i) - 1), 0, now);
+        }
+    }
+    let want: Vec<String> = (1..=16u8)
+        .map(|i| match i {
+            1 => "1<-head".to_owned(),
+            i => format!("{i}<-{}", i - 1),
+        })
+        .collect();
+    let moved: Vec<String> = (1..=16u8)
+        .flat_map(|i| {
+            s.node(&mac(i))
+                .unwrap()
+                .events
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .filter(|e| e.contains("moved to the tail"))
+        .collect();
+    assert!(moved.is_empty(), "{moved:?}");
+    // The one probe of the head-fed node is the only change allowed.
+    let got = shape(&s);
+    assert!(got == want || got[..2] == ["2<-head", "1<-2"], "{got:?}");
+}
