@@ -173,12 +173,7 @@ async fn open_chain_session(state: &AppState, nodes: &[crate::api::Node]) -> Res
     let Some(first) = nodes.first() else {
         return Ok(());
     };
-    let mode = match first.mode.as_deref() {
-        Some(m) => m
-            .parse::<kernel_cmdline::Mode>()
-            .map_err(|e| e.to_string())?,
-        None => state.config.deploy.mode,
-    };
+    let mode = first.chosen_mode()?.unwrap_or(state.config.deploy.mode);
     let (Some(coordinator), kernel_cmdline::Mode::Chain) = (&state.chain, mode) else {
         return Ok(());
     };

@@ -105,11 +105,8 @@ impl Fleet {
     pub fn chain_in_progress(&self, image: &str) -> Result<u32, FleetError> {
         let nodes = self.db.read(|tx| tx.nodes())?;
         let chain = nodes.iter().filter(|n| {
-            let mode = match n.mode.as_deref() {
-                Some(m) => m.parse().ok(),
-                None => Some(self.default_mode),
-            };
-            n.state.in_progress() && n.image.as_deref() == Some(image) && mode == Some(Mode::Chain)
+            let mode = n.chosen_mode().map(|m| m.unwrap_or(self.default_mode));
+            n.state.in_progress() && n.image.as_deref() == Some(image) && mode == Ok(Mode::Chain)
         });
         Ok(u32::try_from(chain.count()).unwrap_or(u32::MAX))
     }
@@ -145,15 +142,9 @@ impl Fleet {
             tx.update(&node)?;
             let message = format!("deploy entry served ({via}): {image}");
             tx.add_event(&key, now, &NewEvent::new(kind::BOOT, message))?;
-            let mode = match node.mode.as_deref().map(str::parse::<Mode>) {
-                None => None,
-                Some(Ok(m)) => Some(m),
-                Some(Err(e)) => {
-                    return Err(FleetError::Internal(anyhow::anyhow!(
-                        "node {key}: stored mode: {e}"
-                    )))
-                }
-            };
+            let mode = node
+                .chosen_mode()
+                .map_err(|e| FleetError::Internal(anyhow::anyhow!(e)))?;
             Ok(BootDecision::Deploy(Deployment {
                 image,
                 wipe: node.wipe,

@@ -15,6 +15,7 @@ use crate::image::{ChunkEntry, ChunkSource};
 /// manifest.
 pub(crate) const BACKOFF: &[u64] = &[1, 2, 4, 8, 15];
 
+#[derive(Clone)]
 pub struct HttpSource {
     pub client: Client,
     /// Server path of the payload, `/images/NAME/VERSION/payload`.

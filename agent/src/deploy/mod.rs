@@ -192,12 +192,7 @@ fn source(opts: &Options, env: &Env, manifest: &Manifest, http: HttpSource) -> R
     let mut servers = vec![coordinator.clone()];
     servers.extend(opts.servers.iter().filter(|s| **s != coordinator).cloned());
     let chain_opts = ChainOptions::new(servers, opts.token.clone(), mac);
-    let fallback = HttpSource {
-        client: http.client.clone(),
-        path: http.path.clone(),
-        attempts: http.attempts,
-    };
-    let fallback: Box<dyn ChunkSource + Send> = Box::new(fallback);
+    let fallback: Box<dyn ChunkSource + Send> = Box::new(http.clone());
     match chain::deploy_source(chain_opts, Arc::new(manifest.clone()), Some(fallback)) {
         Ok(c) => Ok(Source::Chain(c)),
         Err(e) => {

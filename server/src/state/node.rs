@@ -240,6 +240,18 @@ impl Node {
         self.updated_ms = now_ms;
     }
 
+    /// This deployment's own `deploy.mode`, if it chose one (as stored:
+    /// `Err` says what is wrong with the stored text).
+    pub fn chosen_mode(&self) -> Result<Option<Mode>, String> {
+        self.mode
+            .as_deref()
+            .map(|m| {
+                m.parse::<Mode>()
+                    .map_err(|e| format!("node {}: stored mode: {e}", self.mac))
+            })
+            .transpose()
+    }
+
     /// Its deploy entry was served: the agent starts (again) from scratch.
     pub fn boot(&mut self, now_ms: i64) {
         debug_assert!(self.state.in_progress());
