@@ -1,0 +1,724 @@
+//! One torrent's swarm as seen from here: the connected peers, what each
+//! has and was asked, the pieces in progress. Threads (see [`conn`]) feed
+//! it peer messages; it answers with messages to send, all under one lock
+//! (a deployment swarm is tens of peers, and every decision — interest,
+//! the picker, uploads — wants the whole picture).
+//!
+//! The same swarm serves a node (a [`MemStore`], pieces picked and
+//! downloaded, see [`crate::torrent::TorrentSource`]) and the server's
+//! seeder (a [`FileStore`] holding every piece, upload only, see
+//! [`crate::torrent::seeder`]).
+//!
+//! **Policy.** Everyone connected is unchoked (a deployment swarm is one
+//! operator's machines: no tit-for-tat to play), so a peer's upload is
+//! shared by whoever asks. Bounded: at most `max_peers` connections, at
+//! most `pipeline` blocks asked of a peer at once, at most
+//! `max_queued_uploads` blocks a peer may have asked of us (more drops
+//! it), one receive buffer of one message per connection. Timed: a peer
+//! silent for `idle_timeout` is dropped (keep-alives every 60 s keep ours
+//! alive), a request unanswered for `request_timeout` is asked elsewhere
+//! (three of those and the peer is dropped). A piece failing its SHA-1
+//! gets its sender dropped and its address banned (with several senders,
+//! each gets a strike; two strikes drop).
+
+mod announce;
+mod conn;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::bitfield::Bitfield;
+use super::metainfo::{piece_hash, Info, InfoHash};
+use super::picker::{PeerKey, PeerView, Picker, Received};
+use super::store::{MemStore, PieceStore};
+use super::wire::{BlockRef, Limits, Message, PeerId};
+
+pub use announce::Announcer;
+
+/// Super-seeding: pieces announced to a peer and not yet had, at most.
+const REVEAL_AHEAD: usize = 4;
+/// Super-seeding: how far past a peer's first missing piece to look.
+const REVEAL_SPAN: u32 = 64;
+pub use conn::{read_handshake, Out};
+
+/// Tunables of a swarm.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    pub peer_id: PeerId,
+    /// Connections at most (both directions).
+    pub max_peers: usize,
+    /// Blocks asked of one peer at once.
+    pub pipeline: usize,
+    /// Pieces ahead of the write position that may be in memory.
+    pub window: u32,
+    /// A request unanswered this long is asked elsewhere.
+    pub request_timeout: Duration,
+    /// A peer silent this long is dropped.
+    pub idle_timeout: Duration,
+    /// Connect and handshake within this.
+    pub connect_timeout: Duration,
+    /// Blocks a peer may have asked of us and not yet received.
+    pub max_queued_uploads: usize,
+}
+
+impl SwarmConfig {
+    /// The defaults, with `peer_id`.
+    pub fn new(peer_id: PeerId) -> SwarmConfig {
+        SwarmConfig {
+            peer_id,
+            max_peers: 50,
+            pipeline: 32,
+            window: 256,
+            request_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(150),
+            connect_timeout: Duration::from_secs(5),
+            max_queued_uploads: 512,
+        }
+    }
+}
+
+/// Counters, for logs, reports and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SwarmStats {
+    /// Payload bytes received in piece messages.
+    pub downloaded: u64,
+    /// Payload bytes sent in piece messages.
+    pub uploaded: u64,
+    /// Pieces that failed their SHA-1.
+    pub bad_pieces: u64,
+    /// Peers dropped for misbehaving (bad data, protocol errors).
+    pub peers_dropped: u64,
+    /// Connections made (both directions).
+    pub connections: u64,
+    /// Pieces fetched over HTTP instead.
+    pub fallback_pieces: u64,
+}
+
+/// What the tracker last said.
+#[derive(Debug, Clone, Default)]
+pub struct TrackerView {
+    /// Peers still downloading, as of the last successful announce.
+    pub incomplete: Option<u32>,
+    /// When that announce was made, and whether this node was complete.
+    pub at: Option<(Instant, bool)>,
+    /// The last failure, if the last announce failed.
+    pub error: Option<String>,
+}
+
+/// A piece whose blocks are all in: index, bytes, senders.
+type WholePiece = (u32, Vec<u8>, Vec<PeerKey>);
+
+/// A connected peer.
+pub(crate) struct Peer {
+    pub addr: SocketAddr,
+    pub id: PeerId,
+    pub outbound: bool,
+    pub has: Bitfield,
+    /// Full at its first message: spared by the picker (module doc of
+    /// [`super::picker`]) and not counted in availability.
+    pub seed: bool,
+    /// Pieces it has that we lack.
+    pub lacking: u32,
+    pub peer_choking: bool,
+    pub am_interested: bool,
+    pub tx: Sender<Out>,
+    /// Blocks it asked for that the writer has not sent yet.
+    pub queued: usize,
+    pub cancelled: HashSet<BlockRef>,
+    pub stream: TcpStream,
+    pub last_heard: Instant,
+    pub strikes: u32,
+    pub timeouts: u32,
+    /// Super-seeding: the pieces announced to it one by one.
+    pub revealed: HashSet<u32>,
+}
+
+impl Peer {
+    fn send(&self, m: &Message<'_>) {
+        let _ = self.tx.send(Out::Bytes(m.to_bytes()));
+    }
+}
+
+pub(crate) struct State {
+    pub picker: Picker,
+    pub peers: HashMap<PeerKey, Peer>,
+    next_key: PeerKey,
+    /// Addresses to connect to (from the tracker): when next to try.
+    pub known: BTreeMap<SocketAddr, (Instant, u32)>,
+    pub banned: HashSet<SocketAddr>,
+    pub connecting: usize,
+    pub stats: SwarmStats,
+    pub tracker: TrackerView,
+    /// When a piece was last verified (a stall is judged from it).
+    pub last_progress: Instant,
+    pub stopped: bool,
+    /// Super-seeding: how often each piece was announced to a peer.
+    pub given: Vec<u16>,
+}
+
+/// One torrent's swarm (module doc).
+pub struct Swarm {
+    pub info: Arc<Info>,
+    pub info_hash: InfoHash,
+    pub limits: Limits,
+    pub cfg: SwarmConfig,
+    store: Arc<dyn PieceStore>,
+    /// A node's store, where verified pieces go; `None` for a seeder.
+    mem: Option<Arc<MemStore>>,
+    /// The seeder announces pieces one by one (module doc).
+    superseed: bool,
+    st: Mutex<State>,
+    cv: Condvar,
+}
+
+impl Swarm {
+    /// A node's swarm: nothing yet, verified pieces kept in `mem`.
+    pub fn leecher(info: Arc<Info>, cfg: SwarmConfig, mem: Arc<MemStore>) -> Arc<Swarm> {
+        Swarm::new(info, cfg, mem.clone(), Some(mem), false)
+    }
+
+    /// A seeder's swarm: every piece, read from `store`.
+    pub fn seeder(info: Arc<Info>, cfg: SwarmConfig, store: Arc<dyn PieceStore>) -> Arc<Swarm> {
+        Swarm::new(info, cfg, store, None, true)
+    }
+
+    fn new(
+        info: Arc<Info>,
+        cfg: SwarmConfig,
+        store: Arc<dyn PieceStore>,
+        mem: Option<Arc<MemStore>>,
+        full: bool,
+    ) -> Arc<Swarm> {
+        let count = info.piece_count();
+        let mut picker = Picker::new(info.length, info.piece_length, cfg.window);
+        if full {
+            picker.have = Bitfield::full(info.piece_count());
+        }
+        Arc::new(Swarm {
+            superseed: full,
+            info_hash: info.info_hash(),
+            limits: Limits::for_info(&info),
+            info,
+            cfg,
+            store,
+            mem,
+            st: Mutex::new(State {
+                picker,
+                peers: HashMap::new(),
+                next_key: 1,
+                known: BTreeMap::new(),
+                banned: HashSet::new(),
+                connecting: 0,
+                stats: SwarmStats::default(),
+                tracker: TrackerView::default(),
+                last_progress: Instant::now(),
+                stopped: false,
+                given: vec![0; if full { count as usize } else { 0 }],
+            }),
+            cv: Condvar::new(),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn wait<'a>(&self, g: MutexGuard<'a, State>, d: Duration) -> MutexGuard<'a, State> {
+        self.cv
+            .wait_timeout(g, d)
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+    }
+
+    pub(crate) fn notify(&self) {
+        self.cv.notify_all();
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SwarmStats {
+        self.lock().stats.clone()
+    }
+
+    /// What the tracker last said.
+    pub fn tracker_view(&self) -> TrackerView {
+        self.lock().tracker.clone()
+    }
+
+    /// Connected peers.
+    pub fn peer_count(&self) -> usize {
+        self.lock().peers.len()
+    }
+
+    /// Pieces verified here.
+    pub fn have_count(&self) -> u32 {
+        self.lock().picker.have.count()
+    }
+
+    /// Every piece is here.
+    pub fn is_complete(&self) -> bool {
+        self.lock().picker.have.is_full()
+    }
+
+    /// Bytes of the payload not yet verified here.
+    pub fn left(&self) -> u64 {
+        let st = self.lock();
+        (0..self.info.piece_count())
+            .filter(|&i| !st.picker.have.get(i))
+            .map(|i| u64::from(self.info.piece_size(i)))
+            .sum()
+    }
+
+    /// Piece `index` if it is here (a node's swarm).
+    pub fn piece(&self, index: u32) -> Option<Arc<[u8]>> {
+        self.mem.as_ref()?.get(index)
+    }
+
+    /// Stopped: every connection closed, every thread on its way out.
+    pub fn is_stopped(&self) -> bool {
+        self.lock().stopped
+    }
+
+    /// Close every connection and stop every thread of this swarm.
+    pub fn stop(&self) {
+        let mut st = self.lock();
+        st.stopped = true;
+        for p in st.peers.values() {
+            let _ = p.stream.shutdown(std::net::Shutdown::Both);
+        }
+        drop(st);
+        self.notify();
+    }
+
+    /// Addresses to connect to (the tracker's answer).
+    pub fn add_known(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        for a in addrs {
+            if !st.banned.contains(&a) {
+                st.known.entry(a).or_insert((now, 0));
+            }
+        }
+    }
+
+    /// The local pipeline needs pieces from `index` on: move the window.
+    pub fn set_write_pos(&self, index: u32) {
+        let mut st = self.lock();
+        if index <= st.picker.write_pos {
+            return;
+        }
+        st.picker.write_pos = index.min(self.info.piece_count());
+        if let Some(m) = &self.mem {
+            m.consumed_below(index);
+        }
+        self.refill_all(&mut st);
+    }
+
+    /// A verified piece from elsewhere (the HTTP fallback).
+    pub fn add_piece(&self, index: u32, data: Arc<[u8]>) {
+        let mut st = self.lock();
+        if st.picker.have.get(index) {
+            return;
+        }
+        st.picker.got_elsewhere(index);
+        st.stats.fallback_pieces += 1;
+        if let Some(m) = &self.mem {
+            m.insert(index, data);
+        }
+        self.after_verified(&mut st, index);
+    }
+
+    /// Everyone's view changed after `index` was verified here: tell the
+    /// peers, update interest, wake the pipeline.
+    fn after_verified(&self, st: &mut State, index: u32) {
+        st.last_progress = Instant::now();
+        for p in st.peers.values_mut() {
+            // To every peer, even those that have it: a super-seeding
+            // seeder learns from it that its piece arrived (module doc of
+            // `reveal`).
+            p.send(&Message::Have(index));
+            if p.has.get(index) {
+                p.lacking -= 1;
+                if p.lacking == 0 && p.am_interested {
+                    p.am_interested = false;
+                    p.send(&Message::NotInterested);
+                }
+            }
+        }
+        self.notify();
+    }
+
+    /// Ask every peer that can serve us for more.
+    pub(crate) fn refill_all(&self, st: &mut State) {
+        let keys: Vec<PeerKey> = st.peers.keys().copied().collect();
+        for k in keys {
+            self.refill(st, k);
+        }
+    }
+
+    /// Ask peer `key` for blocks up to its pipeline.
+    pub(crate) fn refill(&self, st: &mut State, key: PeerKey) {
+        let State { picker, peers, .. } = st;
+        let Some(p) = peers.get_mut(&key) else {
+            return;
+        };
+        if p.peer_choking || !p.am_interested || picker.have.is_full() {
+            return;
+        }
+        let asked = picker.asked_of(key);
+        let room = self.cfg.pipeline.saturating_sub(asked);
+        if room == 0 {
+            return;
+        }
+        let view = PeerView {
+            key,
+            has: &p.has,
+            seed: p.seed,
+        };
+        let blocks = picker.pick(view, room, Instant::now());
+        for b in blocks {
+            p.send(&Message::Request(b));
+        }
+    }
+
+    /// Recompute this node's stripe of the seed's pieces (picker doc).
+    fn restripe(&self, st: &mut State) {
+        let mut ids: Vec<[u8; 20]> = st
+            .peers
+            .values()
+            .filter(|p| !p.seed)
+            .map(|p| p.id.0)
+            .collect();
+        ids.push(self.cfg.peer_id.0);
+        ids.sort_unstable();
+        ids.dedup();
+        let rank = ids
+            .iter()
+            .position(|i| *i == self.cfg.peer_id.0)
+            .unwrap_or(0);
+        st.picker.stripe = (rank as u32, ids.len() as u32);
+    }
+
+    /// Register a connection whose handshake is done; `None` if it is not
+    /// wanted (stopped, full, a duplicate of a connection we keep).
+    pub(crate) fn register(
+        &self,
+        stream: &TcpStream,
+        addr: SocketAddr,
+        id: PeerId,
+        outbound: bool,
+        tx: Sender<Out>,
+    ) -> Result<PeerKey, String> {
+        let mut st = self.lock();
+        if st.stopped {
+            return Err("swarm stopped".into());
+        }
+        if id == self.cfg.peer_id {
+            st.banned.insert(addr);
+            st.known.remove(&addr);
+            return Err("that is this node itself".into());
+        }
+        // Two nodes that dial each other at once: keep the connection
+        // dialed by the smaller peer id, on both ends.
+        let dialer_of = |outbound: bool| {
+            if outbound {
+                self.cfg.peer_id.0
+            } else {
+                id.0
+            }
+        };
+        if let Some((&old, p)) = st.peers.iter().find(|(_, p)| p.id == id) {
+            if dialer_of(outbound) < dialer_of(p.outbound) {
+                let _ = p.stream.shutdown(std::net::Shutdown::Both);
+                let _ = old;
+            } else {
+                return Err("already connected to that peer".into());
+            }
+        }
+        if st.peers.len() >= self.cfg.max_peers {
+            return Err(format!("{} peers already", self.cfg.max_peers));
+        }
+        let key = st.next_key;
+        st.next_key += 1;
+        st.stats.connections += 1;
+        let peer = Peer {
+            addr,
+            id,
+            outbound,
+            has: Bitfield::new(self.info.piece_count()),
+            seed: false,
+            lacking: 0,
+            peer_choking: true,
+            am_interested: false,
+            tx,
+            queued: 0,
+            cancelled: HashSet::new(),
+            revealed: HashSet::new(),
+            stream: stream.try_clone().map_err(|e| e.to_string())?,
+            last_heard: Instant::now(),
+            strikes: 0,
+            timeouts: 0,
+        };
+        // Our pieces, then unchoke: everyone may ask (module doc).
+        if st.picker.have.count() > 0 && !self.superseed {
+            peer.send(&Message::Bitfield(st.picker.have.as_wire()));
+        }
+        peer.send(&Message::Unchoke);
+        st.peers.insert(key, peer);
+        self.restripe(&mut st);
+        self.reveal(&mut st, key);
+        Ok(key)
+    }
+
+    /// The connection of `key` ended (`why`, if it was dropped for a
+    /// fault: then its address is banned).
+    pub(crate) fn unregister(&self, key: PeerKey, fault: Option<&str>) {
+        let mut st = self.lock();
+        let Some(p) = st.peers.remove(&key) else {
+            return;
+        };
+        let _ = p.stream.shutdown(std::net::Shutdown::Both);
+        if !p.seed {
+            for i in p.has.iter() {
+                st.picker.avail[i as usize] -= 1;
+            }
+        }
+        // What it was shown and did not get is to be shown to others.
+        for &i in p.revealed.iter().filter(|&&i| !p.has.get(i)) {
+            st.given[i as usize] -= 1;
+        }
+        st.picker.forget_peer(key);
+        if let Some(why) = fault {
+            log::warn!("torrent: dropped peer {} ({why})", p.addr);
+            st.stats.peers_dropped += 1;
+            st.banned.insert(p.addr);
+            st.known.remove(&p.addr);
+        } else {
+            log::debug!("torrent: peer {} left", p.addr);
+        }
+        self.restripe(&mut st);
+        self.refill_all(&mut st);
+        self.notify();
+    }
+
+    /// Handle one message from peer `key`. An error drops the peer.
+    pub(crate) fn on_message(&self, key: PeerKey, m: Message<'_>) -> Result<(), String> {
+        let whole = {
+            let mut st = self.lock();
+            self.handle(&mut st, key, m)?
+        };
+        // Hash a whole piece outside the lock: other connections go on.
+        match whole {
+            Some((index, data, contributors)) => self.complete(key, index, data, contributors),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Swarm::on_message`] under the lock; a whole piece to hash.
+    fn handle(
+        &self,
+        st: &mut State,
+        key: PeerKey,
+        m: Message<'_>,
+    ) -> Result<Option<WholePiece>, String> {
+        let Some(p) = st.peers.get_mut(&key) else {
+            return Err("gone".into());
+        };
+        p.last_heard = Instant::now();
+        match m {
+            Message::KeepAlive | Message::Unknown { .. } => {}
+            Message::Choke => {
+                p.peer_choking = true;
+                st.picker.forget_peer(key);
+            }
+            Message::Unchoke => {
+                p.peer_choking = false;
+                self.refill(st, key);
+            }
+            Message::Interested | Message::NotInterested => {}
+            Message::Have(i) => {
+                if p.has.set(i) {
+                    if !p.seed {
+                        st.picker.avail[i as usize] += 1;
+                    }
+                    if !st.picker.have.get(i) {
+                        p.lacking += 1;
+                        if !p.am_interested {
+                            p.am_interested = true;
+                            p.send(&Message::Interested);
+                        }
+                    }
+                    self.refill(st, key);
+                }
+                self.reveal(st, key);
+            }
+            Message::Bitfield(bits) => {
+                if p.has.count() > 0 {
+                    return Err("a second bitfield, or a bitfield after have".into());
+                }
+                p.has = Bitfield::from_wire(self.info.piece_count(), bits);
+                p.seed = p.has.is_full();
+                if !p.seed {
+                    for i in p.has.iter() {
+                        st.picker.avail[i as usize] += 1;
+                    }
+                    self.restripe(st);
+                }
+                let p = st.peers.get_mut(&key).expect("present");
+                p.lacking = p.has.iter().filter(|&i| !st.picker.have.get(i)).count() as u32;
+                if p.lacking > 0 {
+                    p.am_interested = true;
+                    p.send(&Message::Interested);
+                }
+                self.refill(st, key);
+                self.reveal(st, key);
+            }
+            Message::Request(b) => {
+                if !st.picker.have.get(b.index) {
+                    // Not announced (or raced with our own announce): ignore.
+                    return Ok(None);
+                }
+                if p.queued >= self.cfg.max_queued_uploads {
+                    return Err(format!(
+                        "more than {} requests outstanding",
+                        self.cfg.max_queued_uploads
+                    ));
+                }
+                p.queued += 1;
+                p.cancelled.remove(&b);
+                let _ = p.tx.send(Out::Block(b));
+            }
+            Message::Cancel(b) => {
+                if p.cancelled.len() < self.cfg.max_queued_uploads {
+                    p.cancelled.insert(b);
+                }
+            }
+            Message::Piece {
+                index,
+                begin,
+                block,
+            } => {
+                st.stats.downloaded += block.len() as u64;
+                match st.picker.received(key, index, begin, block) {
+                    Received::Malformed => {
+                        return Err(format!(
+                        "sent {} bytes at {begin} of piece {index}: not a block of this torrent",
+                        block.len()
+                    ))
+                    }
+                    Received::Unwanted => {}
+                    Received::Stored { cancel } => self.cancel(st, cancel),
+                    Received::Complete {
+                        index,
+                        piece,
+                        cancel,
+                    } => {
+                        self.cancel(st, cancel);
+                        self.refill(st, key);
+                        return Ok(Some((index, piece.data, piece.contributors)));
+                    }
+                }
+                self.refill(st, key);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Piece `index` is whole: check its SHA-1, keep it or blame its
+    /// senders.
+    fn complete(
+        &self,
+        from: PeerKey,
+        index: u32,
+        data: Vec<u8>,
+        contributors: Vec<PeerKey>,
+    ) -> Result<(), String> {
+        let ok = piece_hash(&data) == self.info.pieces[index as usize];
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.picker.verified(index, ok);
+        if ok {
+            if let Some(m) = &self.mem {
+                m.insert(index, data.into());
+            }
+            self.after_verified(st, index);
+            self.refill_all(st);
+            return Ok(());
+        }
+        st.stats.bad_pieces += 1;
+        log::warn!("torrent: piece {index} failed its SHA-1 check; fetching it again");
+        let alone = contributors.len() == 1;
+        let mut drop_from = false;
+        for k in contributors {
+            if let Some(p) = st.peers.get_mut(&k) {
+                p.strikes += 1;
+                if alone || p.strikes >= 2 {
+                    if k == from {
+                        drop_from = true;
+                    } else {
+                        let _ = p.stream.shutdown(std::net::Shutdown::Both);
+                        st.banned.insert(p.addr);
+                        st.stats.peers_dropped += 1;
+                    }
+                }
+            }
+        }
+        self.refill_all(st);
+        if drop_from {
+            return Err(format!("sent piece {index}, which failed its SHA-1 check"));
+        }
+        Ok(())
+    }
+
+    /// Super-seeding (BEP 16's idea): instead of a bitfield, the seeder
+    /// announces each peer a few pieces at a time, the ones the swarm has
+    /// fewest of (counting those announced and not yet had), near that
+    /// peer's first missing piece (its window). A peer that has them is
+    /// shown more; pieces shown but never fetched go back to the pool when
+    /// the peer leaves. So each piece leaves the server about once and the
+    /// nodes trade the rest, and a lone client still gets everything.
+    fn reveal(&self, st: &mut State, key: PeerKey) {
+        if !self.superseed {
+            return;
+        }
+        let State {
+            peers,
+            picker,
+            given,
+            ..
+        } = st;
+        let Some(p) = peers.get_mut(&key) else { return };
+        let count = self.info.piece_count();
+        let pending = p.revealed.iter().filter(|&&i| !p.has.get(i)).count();
+        let Some(first) = (0..count).find(|&i| !p.has.get(i)) else {
+            return;
+        };
+        let end = first.saturating_add(REVEAL_SPAN).min(count);
+        for _ in pending..REVEAL_AHEAD {
+            let Some(i) = (first..end)
+                .filter(|&i| !p.has.get(i) && !p.revealed.contains(&i))
+                .min_by_key(|&i| {
+                    (
+                        u32::from(picker.avail[i as usize]) + u32::from(given[i as usize]),
+                        i,
+                    )
+                })
+            else {
+                break;
+            };
+            given[i as usize] = given[i as usize].saturating_add(1);
+            p.revealed.insert(i);
+            p.send(&Message::Have(i));
+        }
+    }
+
+    fn cancel(&self, st: &mut State, cancel: Vec<(PeerKey, BlockRef)>) {
+        for (k, b) in cancel {
+            if let Some(p) = st.peers.get(&k) {
+                p.send(&Message::Cancel(b));
+            }
+        }
+    }
+}
