@@ -10,7 +10,7 @@
 //! state = "state"                      # optional: fleet state (SQLite, admin token)
 //! [deploy]                             # deploy.* defaults for every node
 //! image = "demo"                       # optional: register unknown MACs with this image
-//! mode = "http"                        # or chain (torrent: not yet)
+//! mode = "http"                        # or chain, or torrent
 //! on_error = "poweroff"
 //! [chain]                              # optional: chain mode's head and timers
 //! listen = "10.77.0.1:7150"            # the head's TCP port (default: listen's IP, 7150)
@@ -21,9 +21,11 @@
 //! dead_after = 8                       # a node silent this long is failed
 //! slow_after = 10                      # a node holding back its subtree this long moves to the tail
 //! corrupt_strikes = 2                  # bad chunks blamed on a node before it is cut out
-//! [torrent]                            # optional: the tracker (GET /announce)
+//! [torrent]                            # optional: the tracker (GET /announce) and first seed
 //! open = false                         # let clients without a node token announce
 //! announce_interval = 30               # seconds between a client's announces (5 to 3600)
+//! seed_listen = "10.77.0.1:6881"       # the seeder's TCP port (default: listen's IP, 6881)
+//! seed_public = "10.77.0.1"            # the IP peers reach it at (default: public_url's host)
 //! ```
 //!
 //! `[deploy] image` makes the server register every unknown MAC that asks
@@ -156,6 +158,8 @@ struct RawConfig {
 struct RawTorrent {
     open: Option<bool>,
     announce_interval: Option<u64>,
+    seed_listen: Option<String>,
+    seed_public: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -334,7 +338,7 @@ impl Config {
             }
         }
         let chain = parse_chain(file, raw.chain, listen, &deploy)?;
-        let torrent = parse_torrent(file, raw.torrent)?;
+        let torrent = parse_torrent(file, raw.torrent, listen, &deploy)?;
         Ok(Config {
             listen,
             public_url,
@@ -351,9 +355,53 @@ impl Config {
     }
 }
 
-/// `[torrent]`, checked.
-fn parse_torrent(file: &Path, raw: RawTorrent) -> Result<TrackerConfig, ConfigError> {
+/// The seeder's port when `[torrent] seed_listen` is not given (BitTorrent's
+/// customary first port).
+pub const DEFAULT_SEED_PORT: u16 = 6881;
+
+/// `[torrent]`, checked: the seeder's addresses, and one peers can reach
+/// whenever `[deploy] mode = "torrent"`.
+fn parse_torrent(
+    file: &Path,
+    raw: RawTorrent,
+    listen: SocketAddr,
+    deploy: &Options,
+) -> Result<TrackerConfig, ConfigError> {
     let d = TrackerConfig::default();
+    let seed_listen = match &raw.seed_listen {
+        Some(t) => t.parse::<SocketAddr>().map_err(|_| {
+            error(
+                file,
+                "torrent.seed_listen",
+                format!("invalid value {t:?}; accepted: IP:PORT, e.g. \"10.77.0.1:6881\""),
+            )
+        })?,
+        // An ephemeral HTTP port (tests) gets an ephemeral seeder too.
+        None if listen.port() == 0 => SocketAddr::new(listen.ip(), 0),
+        None => SocketAddr::new(listen.ip(), DEFAULT_SEED_PORT),
+    };
+    let server = &deploy.servers[0];
+    let seed_public = match &raw.seed_public {
+        Some(t) => Some(t.parse::<std::net::IpAddr>().map_err(|_| {
+            error(
+                file,
+                "torrent.seed_public",
+                format!("invalid value {t:?}; accepted: an IP address, e.g. \"10.77.0.1\""),
+            )
+        })?),
+        None => server.host.parse::<std::net::IpAddr>().ok(),
+    };
+    if seed_public.is_none() && deploy.mode == Mode::Torrent {
+        return Err(error(
+            file,
+            "torrent.seed_public",
+            format!(
+                "[deploy] mode is torrent but public_url's host {:?} is not an IP address; \
+                 set [torrent] seed_public = \"IP\" (where peers reach the seeder)",
+                server.host
+            ),
+        ));
+    }
     let interval = match raw.announce_interval {
         None => d.interval,
         Some(s @ 5..=3600) => std::time::Duration::from_secs(s),
@@ -368,6 +416,8 @@ fn parse_torrent(file: &Path, raw: RawTorrent) -> Result<TrackerConfig, ConfigEr
     Ok(TrackerConfig {
         open: raw.open.unwrap_or(d.open),
         interval,
+        seed_listen: Some(seed_listen),
+        seed_public,
     })
 }
 

@@ -375,6 +375,16 @@ pub async fn serve(state: AppState) -> anyhow::Result<()> {
     } else {
         log::info!("chain mode off: it needs an image store and a head address nodes can reach ([chain] public)");
     }
+    if let (Some(t), Some(listen), Some(store)) =
+        (&state.tracker, config.torrent.seed_listen, &config.store)
+    {
+        crate::seeder::start(
+            listen,
+            config.torrent.seed_public,
+            Store::new(store.clone()),
+            t.clone(),
+        )?;
+    }
     let app = router(state.clone());
     axum::serve(
         listener,

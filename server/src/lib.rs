@@ -33,6 +33,7 @@ pub mod key_generate;
 pub mod metrics;
 pub mod partition_spec;
 pub mod report_routes;
+pub mod seeder;
 pub mod size;
 pub mod state;
 pub mod status;

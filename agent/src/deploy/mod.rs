@@ -1,8 +1,9 @@
 //! The deploy: choose a server, trust its manifest, choose the disk, write.
 //!
-//! The payload's chunks come from the server over HTTP (`deploy.mode=http`)
-//! or from a relay chain (`deploy.mode=chain`, HTTP as its fallback); the
-//! same verify → inflate → write pipeline takes them either way.
+//! The payload's chunks come from the server over HTTP (`deploy.mode=http`),
+//! from a relay chain (`deploy.mode=chain`) or a BitTorrent swarm
+//! (`deploy.mode=torrent`), HTTP being the fallback of both; the same
+//! verify → inflate → write pipeline takes them either way.
 
 pub mod apply;
 pub mod http_source;
@@ -19,6 +20,7 @@ use crate::disk;
 use crate::fetch::Client;
 use crate::image::{ChunkSource, Manifest, PAYLOAD_FILE};
 use crate::report::{Phase, Reporter};
+use crate::torrent::{self, TorrentOptions, TorrentSource};
 use http_source::HttpSource;
 use trust::Trust;
 
@@ -44,13 +46,16 @@ pub struct Deployed {
     pub disk: PathBuf,
     pub payload_sha256: String,
     pub written: apply::Written,
-    /// Chain mode: the relay, still serving this node's downstreams; hand
-    /// it to [`Relay::linger`] once the success is reported.
+    /// Chain and torrent mode: the relay or swarm, still serving other
+    /// nodes; hand it to [`Relay::linger`] once the success is reported.
     pub relay: Option<Relay>,
 }
 
-/// A chain node's relay after its own disk is done.
-pub struct Relay(ChainSource);
+/// What still serves other nodes after this node's disk is done.
+pub enum Relay {
+    Chain(ChainSource),
+    Torrent(TorrentSource),
+}
 
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,8 +67,28 @@ impl Relay {
     /// Keep serving downstreams until none needs this node (at most
     /// [`chain::DEFAULT_LINGER`]), then leave the session.
     pub fn linger(self) {
+        let chain = match self {
+            Relay::Chain(c) => c,
+            Relay::Torrent(t) => {
+                log::info!(
+                    "torrent: disk done; seeding while the tracker lists nodes still downloading"
+                );
+                let s = t.finish(torrent::source::DEFAULT_LINGER);
+                log::info!(
+                    "torrent: left the swarm: {} MiB downloaded, {} MiB uploaded, {} connections, \
+                     {} bad pieces refused, {} peers dropped, {} pieces over HTTP",
+                    s.downloaded >> 20,
+                    s.uploaded >> 20,
+                    s.connections,
+                    s.bad_pieces,
+                    s.peers_dropped,
+                    s.fallback_pieces
+                );
+                return;
+            }
+        };
         log::info!("chain: disk done; still serving downstreams while they need this node");
-        let s = self.0.finish(chain::DEFAULT_LINGER);
+        let s = chain.finish(chain::DEFAULT_LINGER);
         let fallback = match &s.fallback {
             Some(why) => format!("; fell back to HTTP: {why}"),
             None => String::new(),
@@ -80,12 +105,6 @@ impl Relay {
 
 /// Deploy as the options say, reporting each phase and the progress.
 pub fn run(opts: &Options, env: &Env, report: &Reporter) -> Result<Deployed> {
-    if opts.mode == Mode::Torrent {
-        bail!(
-            "deploy.mode=torrent is not implemented in agent {} yet; use deploy.mode=http or chain",
-            crate::VERSION
-        );
-    }
     let trust = Trust {
         key: opts.key.or(env.key),
         insecure: opts.insecure,
@@ -151,6 +170,7 @@ pub fn run(opts: &Options, env: &Env, report: &Reporter) -> Result<Deployed> {
     let written = match &mut source {
         Source::Http(s) => apply::apply(&manifest, &target, s),
         Source::Chain(s) => apply::apply(&manifest, &target, s),
+        Source::Torrent(s) => apply::apply(&manifest, &target, s),
     };
     let _ = std::fs::remove_dir_all(&scratch);
     // On an error the chain source is dropped here: the node leaves its
@@ -164,7 +184,8 @@ pub fn run(opts: &Options, env: &Env, report: &Reporter) -> Result<Deployed> {
         written,
         relay: match source {
             Source::Http(_) => None,
-            Source::Chain(c) => Some(Relay(c)),
+            Source::Chain(c) => Some(Relay::Chain(c)),
+            Source::Torrent(t) => Some(Relay::Torrent(t)),
         },
     })
 }
@@ -172,6 +193,7 @@ pub fn run(opts: &Options, env: &Env, report: &Reporter) -> Result<Deployed> {
 enum Source {
     Http(HttpSource),
     Chain(ChainSource),
+    Torrent(TorrentSource),
 }
 
 /// Where the payload's chunks come from. Chain mode joins the image's
@@ -179,8 +201,10 @@ enum Source {
 /// fallback; when no coordinator takes the node (an old server, chain
 /// disabled) the whole payload comes over HTTP instead.
 fn source(opts: &Options, env: &Env, manifest: &Manifest, http: HttpSource) -> Result<Source> {
-    if opts.mode != Mode::Chain {
-        return Ok(Source::Http(http));
+    match opts.mode {
+        Mode::Http => return Ok(Source::Http(http)),
+        Mode::Torrent => return Ok(torrent_source(opts, env, manifest, http)),
+        Mode::Chain => {}
     }
     let Some(mac) = env.mac else {
         bail!(
@@ -198,6 +222,52 @@ fn source(opts: &Options, env: &Env, manifest: &Manifest, http: HttpSource) -> R
         Err(e) => {
             log::warn!("chain: {e:#}; fetching the whole payload over HTTP instead");
             Ok(Source::Http(http))
+        }
+    }
+}
+
+/// Torrent mode: the swarm of the image's `payload.torrent`, announcing
+/// to the manifest's server as this node (`/announce/MAC/TOKEN`, so the
+/// tracker lets it into its deployment's swarm only), plain HTTP as the
+/// fallback; when the torrent cannot be had or joined, HTTP alone.
+fn torrent_source(opts: &Options, env: &Env, manifest: &Manifest, http: HttpSource) -> Source {
+    let path = format!(
+        "{}/{}",
+        trust::image_path(&manifest.name, &manifest.version),
+        crate::image::TORRENT_FILE
+    );
+    let joined = (|| {
+        let bytes = http
+            .client
+            .get(&path, torrent::metainfo::MAX_TORRENT_FILE)
+            .context("fetching the payload.torrent")?;
+        let meta = torrent::metainfo::Metainfo::parse(&bytes)
+            .with_context(|| format!("{}: not a usable torrent", http.client.url(&path)))?;
+        let server = &http.client.server;
+        let tracker = match (env.mac, &opts.token) {
+            (Some(mac), Some(token)) => format!("{server}/announce/{mac}/{token}"),
+            _ => format!("{server}/announce"),
+        };
+        let tracker = tracker
+            .parse()
+            .map_err(|e| anyhow::anyhow!("the tracker URL {tracker}: {e}"))?;
+        let seed: Vec<u8> = match env.mac {
+            Some(mac) => mac.0.to_vec(),
+            None => env
+                .disk
+                .iter()
+                .flat_map(|d| d.as_os_str().as_encoded_bytes().to_vec())
+                .collect(),
+        };
+        let o = TorrentOptions::new(tracker, &seed);
+        let fallback: Box<dyn ChunkSource + Send> = Box::new(http.clone());
+        torrent::join(o, manifest, meta.info, Some(fallback))
+    })();
+    match joined {
+        Ok(t) => Source::Torrent(t),
+        Err(e) => {
+            log::warn!("torrent: {e:#}; fetching the whole payload over HTTP instead");
+            Source::Http(http)
         }
     }
 }

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use drover_agent::torrent::metainfo::InfoHash;
 use drover_agent::torrent::tracker::{
-    encode_scrape, failure, parse_scrape_query, Announce, AnnounceReply, Event,
+    encode_scrape, failure, parse_scrape_query, Announce, AnnounceReply, Event, Peer,
 };
 use kernel_cmdline::MacAddr;
 
@@ -62,6 +62,11 @@ pub struct TrackerConfig {
     pub open: bool,
     /// Seconds between a client's regular announces.
     pub interval: Duration,
+    /// Where the seeder listens (`None`: no seeder).
+    pub seed_listen: Option<SocketAddr>,
+    /// The IP peers reach the seeder at (with the port it bound); `None`:
+    /// the tracker cannot list it.
+    pub seed_public: Option<IpAddr>,
 }
 
 impl Default for TrackerConfig {
@@ -69,6 +74,8 @@ impl Default for TrackerConfig {
         TrackerConfig {
             open: false,
             interval: Duration::from_secs(30),
+            seed_listen: None,
+            seed_public: None,
         }
     }
 }
@@ -112,6 +119,9 @@ pub struct Tracker {
     nodes: Arc<dyn NodeDeployments>,
     index: TorrentIndex,
     swarms: Mutex<Swarms>,
+    /// The server's seeder, listed first to every peer (it is in every
+    /// swarm of the store's images).
+    seeder: Mutex<Option<SocketAddr>>,
 }
 
 impl Tracker {
@@ -122,7 +132,19 @@ impl Tracker {
             nodes,
             index: TorrentIndex::new(store),
             swarms: Mutex::new(Swarms::new(MAX_PEERS, config.interval * 3)),
+            seeder: Mutex::new(None),
         }
+    }
+
+    /// The seeder is reachable at `addr`: list it in every answer.
+    pub fn set_seeder(&self, addr: SocketAddr) {
+        *self.seeder.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+    }
+
+    /// The paths of the payload and torrent of the image whose torrent
+    /// has info-hash `hash`, for the seeder.
+    pub fn find_torrent(&self, hash: &InfoHash) -> Option<String> {
+        self.index.image_of(hash)
     }
 
     fn swarms(&self) -> std::sync::MutexGuard<'_, Swarms> {
@@ -199,12 +221,24 @@ impl Tracker {
             );
         }
         let interval = self.config.interval.as_secs().min(u32::MAX.into()) as u32;
+        let mut peers = answer.peers;
+        let mut complete = answer.stats.complete;
+        if let Some(seed) = *self.seeder.lock().unwrap_or_else(|e| e.into_inner()) {
+            peers.insert(
+                0,
+                Peer {
+                    addr: seed,
+                    id: None,
+                },
+            );
+            complete += 1;
+        }
         let reply = AnnounceReply {
             interval,
             min_interval: Some(MIN_INTERVAL.min(interval)),
-            complete: answer.stats.complete,
+            complete,
             incomplete: answer.stats.incomplete,
-            peers: answer.peers,
+            peers,
         };
         Ok(reply.encode(a.compact))
     }

@@ -1,0 +1,75 @@
+//! Torrent mode's first seed: [`drover_agent::torrent::seeder`] on the
+//! `[torrent] seed_listen` port, serving the payload of every image in the
+//! store whose torrent the tracker knows, and listed by the tracker to
+//! every peer. It super-seeds (each piece shown to a few peers at a time,
+//! rarest first), so the server uploads each piece about once and the
+//! nodes trade the rest.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use drover_agent::image::{PAYLOAD_FILE, TORRENT_FILE};
+use drover_agent::torrent::metainfo::{Info, InfoHash, Metainfo, MAX_TORRENT_FILE};
+use drover_agent::torrent::seeder::Seeder;
+
+use crate::store::Store;
+use crate::tracker::Tracker;
+
+/// Bind the seeder at `listen`, serve the store's torrents, and tell the
+/// tracker to list it as `public` with the bound port (if known).
+pub fn start(
+    listen: SocketAddr,
+    public: Option<std::net::IpAddr>,
+    store: Store,
+    tracker: Arc<Tracker>,
+) -> Result<Arc<Seeder>> {
+    let l = TcpListener::bind(listen).with_context(|| format!("binding the seeder's {listen}"))?;
+    let bound = l.local_addr()?;
+    let finder = tracker.clone();
+    let find = move |hash: &InfoHash| torrent_of(&store, &finder, hash);
+    let (seeder, _thread) = Seeder::start(l, Arc::new(find))?;
+    match public {
+        Some(ip) => {
+            let addr = SocketAddr::new(ip, bound.port());
+            tracker.set_seeder(addr);
+            log::info!("torrent seeder on {bound}, listed by the tracker as {addr}");
+        }
+        None => log::warn!(
+            "torrent seeder on {bound}, but the tracker cannot list it: public_url's host is \
+             not an IP address; set [torrent] seed_public"
+        ),
+    }
+    Ok(seeder)
+}
+
+/// The torrent and payload file of the image whose torrent is `hash`.
+fn torrent_of(
+    store: &Store,
+    tracker: &Tracker,
+    hash: &InfoHash,
+) -> Option<(Info, std::path::PathBuf)> {
+    let image = tracker.find_torrent(hash)?;
+    let (name, version) = image.split_once('@')?;
+    let dir = store.version_path(name, version);
+    let path = dir.join(TORRENT_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) if b.len() <= MAX_TORRENT_FILE => b,
+        Ok(_) => {
+            log::warn!("seeder: {} is too large", path.display());
+            return None;
+        }
+        Err(e) => {
+            log::warn!("seeder: reading {}: {e}", path.display());
+            return None;
+        }
+    };
+    match Metainfo::parse(&bytes) {
+        Ok(m) if m.info_hash == *hash => Some((m.info, dir.join(PAYLOAD_FILE))),
+        Ok(_) => None,
+        Err(e) => {
+            log::warn!("seeder: {}: {e}", path.display());
+            None
+        }
+    }
+}
