@@ -23,7 +23,7 @@
 //! window's end game); whichever answers first wins and the other request
 //! is cancelled.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::bitfield::Bitfield;
@@ -89,6 +89,8 @@ pub struct Picker {
     partial: BTreeMap<u32, Partial>,
     /// Whole pieces being hashed.
     verifying: HashSet<u32>,
+    /// Blocks asked of each peer and not yet received.
+    inflight: HashMap<PeerKey, usize>,
     /// The first piece the local pipeline still needs.
     pub write_pos: u32,
     /// Pieces from `write_pos` that may be in memory at once.
@@ -110,6 +112,7 @@ impl Picker {
             avail: vec![0; count as usize],
             partial: BTreeMap::new(),
             verifying: HashSet::new(),
+            inflight: HashMap::new(),
             write_pos: 0,
             window: window.max(1),
             stripe: (0, 1),
@@ -186,7 +189,14 @@ impl Picker {
                 b.asked.len() == 1 && b.asked[0].0 != peer.key && b.asked[0].1 <= before
             });
         }
+        *self.inflight.entry(peer.key).or_default() += out.len();
         out
+    }
+
+    fn answered(&mut self, peer: PeerKey) {
+        if let Some(n) = self.inflight.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+        }
     }
 
     /// The first piece not verified here, from `write_pos`.
@@ -240,12 +250,19 @@ impl Picker {
             length: expected,
         };
         b.got = true;
-        let cancel = b
-            .asked
-            .drain(..)
-            .filter(|(k, _)| *k != from)
-            .map(|(k, _)| (k, block))
+        let asked: Vec<PeerKey> = b.asked.drain(..).map(|(k, _)| k).collect();
+        let cancel = asked
+            .iter()
+            .filter(|k| **k != from)
+            .map(|&k| (k, block))
             .collect();
+        for k in asked {
+            // A cancelled duplicate is no longer in flight either.
+            if let Some(n) = self.inflight.get_mut(&k) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        let p = self.partial.get_mut(&index).expect("present");
         p.data[begin as usize..][..data.len()].copy_from_slice(data);
         p.remaining -= 1;
         if !p.contributors.contains(&from) {
@@ -280,6 +297,7 @@ impl Picker {
     /// Forget what was asked of `peer` (it choked us or left): those
     /// blocks are free to ask of others.
     pub fn forget_peer(&mut self, peer: PeerKey) {
+        self.inflight.remove(&peer);
         for p in self.partial.values_mut() {
             for b in &mut p.blocks {
                 b.asked.retain(|(k, _)| *k != peer);
@@ -291,7 +309,11 @@ impl Picker {
     pub fn forget(&mut self, peer: PeerKey, block: BlockRef) {
         if let Some(p) = self.partial.get_mut(&block.index) {
             if let Some(b) = p.blocks.get_mut((block.begin / MAX_BLOCK) as usize) {
+                let before = b.asked.len();
                 b.asked.retain(|(k, _)| *k != peer);
+                if b.asked.len() < before {
+                    self.answered(peer);
+                }
             }
         }
     }
@@ -320,16 +342,15 @@ impl Picker {
                 });
             }
         }
+        for &(k, _) in &out {
+            self.answered(k);
+        }
         out
     }
 
     /// Blocks asked of `peer` and not yet received.
     pub fn asked_of(&self, peer: PeerKey) -> usize {
-        self.partial
-            .values()
-            .flat_map(|p| &p.blocks)
-            .filter(|b| b.asked.iter().any(|(k, _)| *k == peer))
-            .count()
+        self.inflight.get(&peer).copied().unwrap_or(0)
     }
 }
 
