@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use drover_agent::image::{PAYLOAD_FILE, TORRENT_FILE};
-use drover_agent::torrent::metainfo::{Info, InfoHash, Metainfo, MAX_TORRENT_FILE};
+use drover_agent::torrent::metainfo::{Info, InfoHash};
 use drover_agent::torrent::seeder::Seeder;
 
 use crate::store::Store;
@@ -52,23 +52,11 @@ fn torrent_of(
     let image = tracker.find_torrent(hash)?;
     let (name, version) = image.split_once('@')?;
     let dir = store.version_path(name, version);
-    let path = dir.join(TORRENT_FILE);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) if b.len() <= MAX_TORRENT_FILE => b,
-        Ok(_) => {
-            log::warn!("seeder: {} is too large", path.display());
-            return None;
-        }
-        Err(e) => {
-            log::warn!("seeder: reading {}: {e}", path.display());
-            return None;
-        }
-    };
-    match Metainfo::parse(&bytes) {
-        Ok(m) if m.info_hash == *hash => Some((m.info, dir.join(PAYLOAD_FILE))),
+    match crate::torrent_file::read(&dir.join(TORRENT_FILE)) {
+        Ok((_, m)) if m.info_hash == *hash => Some((m.info, dir.join(PAYLOAD_FILE))),
         Ok(_) => None,
         Err(e) => {
-            log::warn!("seeder: {}: {e}", path.display());
+            log::warn!("seeder: {e:#}");
             None
         }
     }

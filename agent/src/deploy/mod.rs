@@ -239,7 +239,7 @@ fn torrent_source(opts: &Options, env: &Env, manifest: &Manifest, http: HttpSour
     let joined = (|| {
         let bytes = http
             .client
-            .get(&path, torrent::metainfo::MAX_TORRENT_FILE)
+            .get(&path, torrent::bencode::Limits::METAINFO.max_len)
             .context("fetching the payload.torrent")?;
         let meta = torrent::metainfo::Metainfo::parse(&bytes)
             .with_context(|| format!("{}: not a usable torrent", http.client.url(&path)))?;

@@ -45,9 +45,6 @@ pub const MAX_PIECE_LENGTH: u32 = 16 << 20;
 pub const TARGET_PIECES: u64 = 2000;
 /// The longest `name`, in bytes (a file name on every filesystem).
 pub const MAX_NAME: usize = 255;
-/// The largest `.torrent` a node fetches: 200k pieces' hashes (a 3 TiB
-/// payload in 16 MiB pieces) and change.
-pub const MAX_TORRENT_FILE: usize = 4 << 20;
 
 /// The SHA-1 of a torrent's info dictionary.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]

@@ -51,6 +51,7 @@ fn lab(open: bool) -> Lab {
     let config = TrackerConfig {
         open,
         interval: Duration::from_secs(30),
+        ..TrackerConfig::default()
     };
     let tracker = Tracker::new(config, Store::new(&store), Arc::new(deployments));
     Lab {
@@ -357,4 +358,33 @@ async fn raw(app: &axum::Router, req: Request<Body>) -> (StatusCode, Vec<u8>) {
         .await
         .unwrap();
     (status, body.to_vec())
+}
+
+#[test]
+fn the_seeder_is_listed_first_and_counted_complete() {
+    let l = lab(false);
+    let t = &l.tracker;
+    t.set_seeder("10.0.0.9:6881".parse().unwrap());
+    let body = t.announce(
+        &node(MAC1, "t1"),
+        query(l.demo1, 1, 7001, 100).as_bytes(),
+        ip("10.0.0.1"),
+    );
+    let r = AnnounceReply::parse(&body).unwrap();
+    assert_eq!(r.peers.len(), 1);
+    assert_eq!(r.peers[0].addr, "10.0.0.9:6881".parse().unwrap());
+    assert_eq!((r.complete, r.incomplete), (1, 1));
+    let body = t.announce(
+        &node(MAC2, "t2"),
+        query(l.demo1, 2, 7002, 100).as_bytes(),
+        ip("10.0.0.2"),
+    );
+    let r = AnnounceReply::parse(&body).unwrap();
+    let addrs: Vec<String> = r.peers.iter().map(|p| p.addr.to_string()).collect();
+    assert_eq!(addrs, ["10.0.0.9:6881", "10.0.0.1:7001"]);
+    assert_eq!(
+        t.find_torrent(&l.demo1).as_deref(),
+        Some("demo@1"),
+        "the seeder finds the image of an info-hash"
+    );
 }
