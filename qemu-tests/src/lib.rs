@@ -9,6 +9,7 @@
 //! - [`qemu`]: a VM builder and serial-console assertions.
 //! - [`artifacts`]: the kernel, initrd and server binary under test.
 //! - [`deployed`]: what a deploy test checks about a deployed machine.
+//! - [`fleet`]: several machines deploying together (lab, VMs, deploy).
 //!
 //! A test starts with [`TestEnv::start`], which checks the prerequisites
 //! (root, QEMU, dnsmasq, …) and fails with what to install; with
@@ -23,6 +24,7 @@ use anyhow::{bail, Context as _, Result};
 pub mod artifacts;
 pub mod deployed;
 pub mod dnsmasq;
+pub mod fleet;
 pub mod lab;
 pub mod netns;
 pub mod procs;

@@ -15,25 +15,16 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context as _, Result};
-use drover_qemu_tests::artifacts::{self, Artifacts};
+use drover_qemu_tests::artifacts::Artifacts;
 use drover_qemu_tests::deployed;
-use drover_qemu_tests::lab::PxeLab;
+use drover_qemu_tests::fleet::{self, Machine};
 use drover_qemu_tests::qemu::{DiskBus, Firmware, Nic};
-use drover_qemu_tests::server::ServerConfig;
-use drover_qemu_tests::testos::{blank_disk, store};
+use drover_qemu_tests::testos::store;
 use drover_qemu_tests::{Need, TestEnv};
 use regex::Regex;
 
 /// For any one console line; the VMs are slow when they all run.
 const TIMEOUT: Duration = Duration::from_secs(900);
-
-struct Machine {
-    name: &'static str,
-    firmware: Firmware,
-    nic: Nic,
-    bus: DiskBus,
-    mac: &'static str,
-}
 
 const MACHINES: [Machine; 4] = [
     Machine {
@@ -86,51 +77,25 @@ fn chain_four_vms_bios_and_uefi() -> Result<()> {
     };
     let art = Artifacts::locate()?;
     let store = store(&art)?;
-    let bin = artifacts::server_bin()?;
-    let lab = PxeLab::start(env.procs(), &bin, |ns| {
-        let mut c = ServerConfig::new(ns, &art.kernel, &art.initrd)
-            .store(&store)
-            .deploy("mode", "chain")
-            .deploy("on_error", "poweroff");
-        // Only the four machines this test adds and deploys.
-        c.deploy.retain(|(k, _)| k != "image");
-        // Start when all four joined, however far apart they boot.
-        c.extra_toml.push_str("[chain]\njoin_timeout = 600\n");
-        c
-    })?;
+    // The session starts when all four joined, however far apart they boot.
+    let lab = fleet::lab(
+        env.procs(),
+        &art,
+        &store,
+        "chain",
+        "[chain]\njoin_timeout = 600\n",
+    )?;
     let head = format!("{}:7150", lab.config.listen.ip());
 
     // As an operator would: register the machines, then deploy to them,
     // which opens the chain session expecting exactly these four.
-    let macs: Vec<&str> = MACHINES.iter().map(|m| m.mac).collect();
-    for m in &MACHINES {
-        let out = lab.server.cli(&["node", "add", m.mac, "--name", m.name])?;
-        ensure!(out.code == Some(0), "node add {}: {out:?}", m.mac);
-    }
-    let mut deploy = vec!["deploy", "--image", "demo"];
-    deploy.extend(&macs);
-    let out = lab.server.cli(&deploy)?;
-    ensure!(out.code == Some(0), "deploy: {out:?}");
+    fleet::add_and_deploy(&lab.server, &MACHINES, &[])?;
     lab.server
         .wait_for_log("chain session demo@1.0: expecting 4 nodes", TIMEOUT)?;
 
     let mut vms = Vec::new();
     for (i, m) in MACHINES.iter().enumerate() {
-        let disk = env.dir().join(format!("{}.qcow2", m.name));
-        blank_disk(&disk, "1G")?;
-        let builder = if i == 0 {
-            lab.vm(m.name)
-        } else {
-            lab.vm_on_tap(m.name, &format!("tap{i}"))?
-        };
-        let vm = builder
-            .firmware(m.firmware)
-            .nic(m.nic)
-            .mac(m.mac)
-            .disk(&disk)
-            .disk_bus(m.bus)
-            .allow_reboot(true)
-            .spawn(env.procs())?;
+        let (vm, disk) = m.spawn(i, &lab, env.procs())?;
         vms.push((m, vm, disk));
     }
 

@@ -14,25 +14,16 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
-use drover_qemu_tests::artifacts::{self, Artifacts};
-use drover_qemu_tests::lab::PxeLab;
+use drover_qemu_tests::artifacts::Artifacts;
+use drover_qemu_tests::fleet::{self, Machine};
 use drover_qemu_tests::qemu::{DiskBus, Firmware, Nic, Vm};
-use drover_qemu_tests::server::{Server, ServerConfig};
+use drover_qemu_tests::server::Server;
 use drover_qemu_tests::{testos, Need, TestEnv};
 
 /// The whole demo: three TCG VMs on a laptop's cores take a few minutes.
 const TIMEOUT: Duration = Duration::from_secs(1200);
 /// How often the server's tables are polled.
 const POLL: Duration = Duration::from_secs(3);
-
-struct Machine {
-    name: &'static str,
-    firmware: Firmware,
-    nic: Nic,
-    bus: DiskBus,
-    mac: &'static str,
-    what: &'static str,
-}
 
 const MACHINES: [Machine; 3] = [
     Machine {
@@ -41,7 +32,6 @@ const MACHINES: [Machine; 3] = [
         nic: Nic::VirtioNet,
         bus: DiskBus::VirtioBlk,
         mac: "52:54:00:de:00:01",
-        what: "SeaBIOS, virtio-net, virtio-blk",
     },
     Machine {
         name: "node2",
@@ -49,7 +39,6 @@ const MACHINES: [Machine; 3] = [
         nic: Nic::E1000,
         bus: DiskBus::Nvme,
         mac: "52:54:00:de:00:02",
-        what: "OVMF (UEFI), e1000, NVMe",
     },
     Machine {
         name: "node3",
@@ -57,7 +46,6 @@ const MACHINES: [Machine; 3] = [
         nic: Nic::E1000,
         bus: DiskBus::VirtioBlk,
         mac: "52:54:00:de:00:03",
-        what: "SeaBIOS, e1000, virtio-blk",
     },
 ];
 
@@ -66,21 +54,18 @@ fn main() -> Result<()> {
         return Ok(());
     };
     let art = Artifacts::locate()?;
-    let bin = artifacts::server_bin()?;
     println!("demo: building the test OS and importing it as demo@1.0 (signed)…");
     let store = testos::store(&art)?;
-    let lab = PxeLab::start(env.procs(), &bin, |ns| {
-        let mut c = ServerConfig::new(ns, &art.kernel, &art.initrd)
-            .store(&store)
-            .deploy("mode", "chain")
-            .deploy("on_error", "poweroff");
-        // The machines are added and deployed below, as an operator would.
-        c.deploy.retain(|(k, _)| k != "image");
-        // The session starts when all three joined, however far apart
-        // they boot.
-        c.extra_toml.push_str("[chain]\njoin_timeout = 600\n");
-        c
-    })?;
+    // The machines are added and deployed below, as an operator would;
+    // the session starts when all three joined, however far apart they
+    // boot.
+    let lab = fleet::lab(
+        env.procs(),
+        &art,
+        &store,
+        "chain",
+        "[chain]\njoin_timeout = 600\n",
+    )?;
     println!(
         "demo: namespace {}: dnsmasq (DHCP+TFTP) and drover-server at {} in chain mode \
          ([deploy] mode = \"chain\"; the chain's head on port 7150)",
@@ -98,25 +83,13 @@ fn main() -> Result<()> {
 
     let mut vms = Vec::new();
     for (i, m) in MACHINES.iter().enumerate() {
-        let disk = env.dir().join(format!("{}.qcow2", m.name));
-        testos::blank_disk(&disk, "1G")?;
-        let builder = if i == 0 {
-            lab.vm(m.name)
-        } else {
-            lab.vm_on_tap(m.name, &format!("tap{i}"))?
-        };
         println!(
             "demo: PXE-booting {} ({}, {}) with a blank 1 GiB disk under TCG",
-            m.name, m.mac, m.what
+            m.name,
+            m.mac,
+            m.hardware()
         );
-        let vm = builder
-            .firmware(m.firmware)
-            .nic(m.nic)
-            .mac(m.mac)
-            .disk(&disk)
-            .disk_bus(m.bus)
-            .allow_reboot(true)
-            .spawn(env.procs())?;
+        let (vm, _disk) = m.spawn(i, &lab, env.procs())?;
         vms.push((m, vm));
     }
     follow(&lab.server, &vms)?;
