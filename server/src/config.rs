@@ -640,8 +640,36 @@ image = "demo"
     #[test]
     fn torrent_table() {
         let c = parse(MINIMAL).unwrap();
-        assert_eq!(c.torrent, TrackerConfig::default());
+        let seeder = (
+            Some("10.77.0.1:6881".parse().unwrap()),
+            Some("10.77.0.1".parse().unwrap()),
+        );
+        assert_eq!(
+            c.torrent,
+            TrackerConfig {
+                seed_listen: seeder.0,
+                seed_public: seeder.1,
+                ..TrackerConfig::default()
+            }
+        );
         assert!(!c.torrent.open);
+        let c = parse(&format!(
+            "{MINIMAL}[torrent]\nseed_listen = \"0.0.0.0:7000\"\nseed_public = \"192.0.2.1\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.torrent.seed_listen, Some("0.0.0.0:7000".parse().unwrap()));
+        assert_eq!(c.torrent.seed_public, Some("192.0.2.1".parse().unwrap()));
+        // Torrent mode needs an address peers can reach the seeder at.
+        let e = parse(
+            "listen = \"0.0.0.0:80\"\npublic_url = \"http://boot.example/\"\nkernel = \"k\"\n\
+             initrd = \"i\"\n[deploy]\nmode = \"torrent\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("key `torrent.seed_public`: [deploy] mode is torrent but public_url's host \"boot.example\" is not an IP address"),
+            "{e}"
+        );
         let c = parse(&format!(
             "{MINIMAL}[torrent]\nopen = true\nannounce_interval = 10\n"
         ))
@@ -658,6 +686,14 @@ image = "demo"
                 "invalid type: string \"yes\", expected a boolean",
             ),
             ("bogus = 1", "unknown field `bogus`"),
+            (
+                "seed_listen = \"6881\"",
+                "key `torrent.seed_listen`: invalid value \"6881\"; accepted: IP:PORT",
+            ),
+            (
+                "seed_public = \"seed.example\"",
+                "key `torrent.seed_public`: invalid value \"seed.example\"; accepted: an IP address",
+            ),
         ] {
             let e = parse_err(&format!("{MINIMAL}[torrent]\n{extra}\n"));
             assert!(e.contains(want), "{extra:?}: {e}");
@@ -705,6 +741,8 @@ on-error = "poweroff"
 key = "{key}"
 insecure = "yes"
 log = "debug"
+[torrent]
+seed_public = "192.0.2.7"
 "#
         );
         let c = parse(&text).unwrap();
