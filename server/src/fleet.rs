@@ -103,12 +103,21 @@ impl Fleet {
     /// Nodes with a deployment of `image` (`NAME@VERSION`) in progress in
     /// chain mode: who a chain session of it should wait for.
     pub fn chain_in_progress(&self, image: &str) -> Result<u32, FleetError> {
+        let n = self.in_progress(image, Mode::Chain)?.len();
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// The nodes deploying `image` in `mode` that have not finished.
+    pub fn in_progress(&self, image: &str, mode: Mode) -> Result<Vec<MacAddr>, FleetError> {
         let nodes = self.db.read(|tx| tx.nodes())?;
-        let chain = nodes.iter().filter(|n| {
-            let mode = n.chosen_mode().map(|m| m.unwrap_or(self.default_mode));
-            n.state.in_progress() && n.image.as_deref() == Some(image) && mode == Ok(Mode::Chain)
-        });
-        Ok(u32::try_from(chain.count()).unwrap_or(u32::MAX))
+        Ok(nodes
+            .iter()
+            .filter(|n| {
+                let m = n.chosen_mode().map(|m| m.unwrap_or(self.default_mode));
+                n.state.in_progress() && n.image.as_deref() == Some(image) && m == Ok(mode)
+            })
+            .filter_map(|n| n.mac.parse().ok())
+            .collect())
     }
 
     /// Node `mac` asks for its boot entry (`via`: iPXE or PXELINUX).

@@ -46,7 +46,7 @@ use crate::fleet::{Fleet, FleetError};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tokens;
-use crate::tracker::Tracker;
+use crate::tracker::{NodeDeployments, Tracker};
 
 /// Shared server state.
 pub struct AppState {
@@ -71,12 +71,10 @@ impl AppState {
         let admin_token = tokens::load_or_create_admin_token(&config.state)?;
         let chain = coordinator(&config, &fleet, &admin_token);
         let tracker = config.store.clone().map(|store| {
-            let nodes = fleet.clone();
-            let deployments = move |mac: &MacAddr, token: &str| nodes.deployment_image(mac, token);
             Arc::new(Tracker::new(
                 config.torrent,
                 Store::new(store),
-                Arc::new(deployments),
+                Arc::new(FleetDeployments(fleet.clone())),
             ))
         });
         Ok(AppState {
@@ -87,6 +85,25 @@ impl AppState {
             chain,
             tracker,
         })
+    }
+}
+
+/// The tracker's view of the fleet: a node's token and image, and who is
+/// still deploying an image in torrent mode.
+struct FleetDeployments(Arc<Fleet>);
+
+impl NodeDeployments for FleetDeployments {
+    fn image_of(&self, mac: &MacAddr, token: &str) -> Option<String> {
+        self.0.deployment_image(mac, token)
+    }
+
+    fn unfinished(&self, image: &str) -> Vec<MacAddr> {
+        self.0
+            .in_progress(image, kernel_cmdline::Mode::Torrent)
+            .unwrap_or_else(|e| {
+                log::warn!("tracker: reading the fleet: {e}");
+                Vec::new()
+            })
     }
 }
 

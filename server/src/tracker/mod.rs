@@ -93,6 +93,15 @@ const MIN_INTERVAL: u32 = 5;
 /// node's current deployment when `token` is its deploy token.
 pub trait NodeDeployments: Send + Sync {
     fn image_of(&self, mac: &MacAddr, token: &str) -> Option<String>;
+
+    /// The nodes deploying `image` in torrent mode that have not finished
+    /// (reported neither success nor failure). Until each has come and
+    /// gone, the swarm is not done: `incomplete` counts them even before
+    /// they first announce, so nodes that finish early keep seeding for
+    /// those that boot late.
+    fn unfinished(&self, _image: &str) -> Vec<MacAddr> {
+        Vec::new()
+    }
 }
 
 impl<F> NodeDeployments for F
@@ -206,10 +215,20 @@ impl Tracker {
             event: a.event,
             numwant,
         };
-        let answer = self
-            .swarms()
-            .announce(a.info_hash, arrival, now)
-            .map_err(|e| e.to_string())?;
+        let unfinished = self.nodes.unfinished(&image);
+        let (answer, waiting) = {
+            let mut swarms = self.swarms();
+            let answer = swarms
+                .announce(a.info_hash, arrival, now)
+                .map_err(|e| e.to_string())?;
+            // Unfinished nodes not yet gone from the swarm (a node that
+            // left or fell silent unfinished is dead, not late).
+            let waiting = unfinished
+                .iter()
+                .filter(|m| !swarms.departed(&a.info_hash, m))
+                .count() as u32;
+            (answer, waiting)
+        };
         if a.event != Event::None {
             log::info!(
                 "tracker: {image}: {:?} from {} ({} left); swarm {} seeding, {} leeching",
@@ -237,7 +256,7 @@ impl Tracker {
             interval,
             min_interval: Some(MIN_INTERVAL.min(interval)),
             complete,
-            incomplete: answer.stats.incomplete,
+            incomplete: answer.stats.incomplete.max(waiting),
             peers,
         };
         Ok(reply.encode(a.compact))

@@ -9,7 +9,7 @@
 //! an empty swarm is removed. Swarms only exist for info-hashes the caller
 //! checked (images of the store), so their number is bounded too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -65,12 +65,21 @@ struct Swarm {
     /// Where the next peer list starts, so that with more peers than a
     /// client wants, successive clients get different ones.
     rotate: usize,
+    /// Nodes that were here and left (`stopped`, or expired): a node
+    /// still deploying that is not here any more is dead, not late.
+    departed: HashSet<MacAddr>,
 }
 
 impl Swarm {
     fn expire(&mut self, now: Instant, expire_after: Duration) {
-        self.entries
-            .retain(|e| now.saturating_duration_since(e.seen) < expire_after);
+        let departed = &mut self.departed;
+        self.entries.retain(|e| {
+            let live = now.saturating_duration_since(e.seen) < expire_after;
+            if let (false, PeerKey::Node(mac)) = (live, e.key) {
+                departed.insert(mac);
+            }
+            live
+        });
     }
 
     fn stats(&self) -> ScrapeStats {
@@ -117,6 +126,13 @@ impl Swarms {
         let swarm = self.swarms.entry(hash).or_default();
         swarm.expire(now, expire_after);
         let at = swarm.entries.iter().position(|e| e.key == a.key);
+        if let PeerKey::Node(mac) = a.key {
+            if a.event == Event::Stopped {
+                swarm.departed.insert(mac);
+            } else {
+                swarm.departed.remove(&mac);
+            }
+        }
         match (a.event, at) {
             (Event::Stopped, Some(i)) => {
                 swarm.entries.swap_remove(i);
@@ -176,6 +192,13 @@ impl Swarms {
             }
             None => ScrapeStats::default(),
         }
+    }
+
+    /// Whether node `mac` was in the swarm of `hash` and left it.
+    pub fn departed(&self, hash: &InfoHash, mac: &MacAddr) -> bool {
+        self.swarms
+            .get(hash)
+            .is_some_and(|s| s.departed.contains(mac))
     }
 
     /// The info-hashes that have a swarm, in order.

@@ -388,3 +388,52 @@ fn the_seeder_is_listed_first_and_counted_complete() {
         "the seeder finds the image of an info-hash"
     );
 }
+
+/// Nodes deploying in torrent mode that have not announced yet keep the
+/// swarm unfinished; once one has come and gone unfinished it is dead,
+/// not late.
+#[test]
+fn unannounced_deploying_nodes_count_as_incomplete_until_they_leave() {
+    struct Fleet;
+    impl NodeDeployments for Fleet {
+        fn image_of(&self, mac: &MacAddr, token: &str) -> Option<String> {
+            (*mac == MAC1 && token == "t1" || *mac == MAC2 && token == "t2")
+                .then(|| "demo@1".to_owned())
+        }
+        fn unfinished(&self, _image: &str) -> Vec<MacAddr> {
+            vec![MAC2]
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    import_image(dir.path(), &store, "demo", "1");
+    let t = Tracker::new(
+        TrackerConfig::default(),
+        Store::new(&store),
+        Arc::new(Fleet),
+    );
+    let hash = crate::torrent_file::read(&store.join("demo/1").join(TORRENT_FILE))
+        .unwrap()
+        .1
+        .info_hash;
+    // MAC1 is done; MAC2 has not booted yet: one incomplete.
+    let body = t.announce(
+        &node(MAC1, "t1"),
+        query(hash, 1, 7001, 0).as_bytes(),
+        ip("10.0.0.1"),
+    );
+    let r = AnnounceReply::parse(&body).unwrap();
+    assert_eq!((r.complete, r.incomplete), (1, 1));
+    // MAC2 comes and leaves unfinished (a crash, a stop): not waited for.
+    let mut q = query(hash, 2, 7002, 100);
+    t.announce(&node(MAC2, "t2"), q.as_bytes(), ip("10.0.0.2"));
+    q = q.replace("event=started", "event=stopped");
+    t.announce(&node(MAC2, "t2"), q.as_bytes(), ip("10.0.0.2"));
+    let body = t.announce(
+        &node(MAC1, "t1"),
+        query(hash, 1, 7001, 0).as_bytes(),
+        ip("10.0.0.1"),
+    );
+    let r = AnnounceReply::parse(&body).unwrap();
+    assert_eq!((r.complete, r.incomplete), (1, 0));
+}
