@@ -24,7 +24,14 @@ pub fn start(
     store: Store,
     tracker: Arc<Tracker>,
 ) -> Result<Arc<Seeder>> {
-    let l = TcpListener::bind(listen).with_context(|| format!("binding the seeder's {listen}"))?;
+    // Peers learn the seeder's port from the tracker, so a taken port (a
+    // second server on the host, a test) costs nothing but a warning.
+    let l = TcpListener::bind(listen)
+        .or_else(|e| {
+            log::warn!("torrent seeder: cannot bind {listen} ({e}); binding any free port");
+            TcpListener::bind(SocketAddr::new(listen.ip(), 0))
+        })
+        .with_context(|| format!("binding the seeder's {listen}"))?;
     let bound = l.local_addr()?;
     let finder = tracker.clone();
     let find = move |hash: &InfoHash| torrent_of(&store, &finder, hash);
