@@ -19,7 +19,8 @@
 //! join_timeout = 30                    # seconds after the first join before starting
 //! heartbeat = 2                        # seconds between node heartbeats
 //! dead_after = 8                       # a node silent this long is failed
-//! slow_after = 10                      # a node holding back its subtree this long moves to the tail
+//! slow_after = 10                      # a node whose full buffer (its disk) holds back its subtree this long moves to the tail
+//! slow_window = 1                      # seconds over which receive rates are compared (a slow link moves to the tail)
 //! corrupt_strikes = 2                  # bad chunks blamed on a node before it is cut out
 //! [torrent]                            # optional: the tracker (GET /announce) and first seed
 //! open = false                         # let clients without a node token announce
@@ -172,6 +173,7 @@ struct RawChain {
     heartbeat: Option<u64>,
     dead_after: Option<u64>,
     slow_after: Option<u64>,
+    slow_window: Option<u64>,
     corrupt_strikes: Option<u32>,
 }
 
@@ -489,6 +491,7 @@ fn parse_chain(
         heartbeat: secs("chain.heartbeat", raw.heartbeat, d.heartbeat)?,
         dead_after: secs("chain.dead_after", raw.dead_after, d.dead_after)?,
         slow_after: secs("chain.slow_after", raw.slow_after, d.slow_after)?,
+        slow_window: secs("chain.slow_window", raw.slow_window, d.slow_window)?,
         corrupt_strikes: match raw.corrupt_strikes {
             Some(0) => {
                 return Err(error(
@@ -584,7 +587,8 @@ image = "demo"
 
         let c = parse(&format!(
             "{MINIMAL}[chain]\nlisten = \"0.0.0.0:7000\"\npublic = \"192.0.2.1:7001\"\narity = 2\n\
-             join_timeout = 5\nheartbeat = 1\ndead_after = 3\nslow_after = 4\ncorrupt_strikes = 3\n"
+             join_timeout = 5\nheartbeat = 1\ndead_after = 3\nslow_after = 4\nslow_window = 2\n\
+             corrupt_strikes = 3\n"
         ))
         .unwrap();
         assert_eq!(c.chain.listen, "0.0.0.0:7000".parse().unwrap());
@@ -598,9 +602,10 @@ image = "demo"
             (
                 s.dead_after.as_secs(),
                 s.slow_after.as_secs(),
+                s.slow_window.as_secs(),
                 s.corrupt_strikes
             ),
-            (3, 4, 3)
+            (3, 4, 2, 3)
         );
     }
 

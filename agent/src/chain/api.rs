@@ -56,9 +56,27 @@ pub struct Heartbeat {
     pub written: u32,
     /// Its receiver is waiting for its own disk (the buffer is full).
     pub backpressured: bool,
+    /// Bytes read from its upstreams so far (chunks in progress and
+    /// framing included): its link's rate, finer than whole chunks.
+    /// Absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Its connected downstreams, each with the next chunk it will be
+    /// sent (those before it are handed to the connection): how far each
+    /// trails this node, seen from here at the moment of this report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub downstreams: Vec<DownstreamProgress>,
     /// Hold the answer up to this long unless the assignment changes.
     #[serde(default)]
     pub wait_ms: u32,
+}
+
+/// A downstream as its upstream sees it (see [`Heartbeat::downstreams`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownstreamProgress {
+    pub mac: String,
+    /// The next chunk it will be sent.
+    pub next: u32,
 }
 
 /// Why a node gave up on its upstream.
@@ -100,6 +118,14 @@ pub struct Leave {
     pub mac: String,
     /// It received every chunk.
     pub complete: bool,
+    /// Its last progress, as in a heartbeat (absent from older agents:
+    /// the coordinator keeps their last heartbeat's).
+    #[serde(default)]
+    pub received: Option<u32>,
+    #[serde(default)]
+    pub oldest: Option<u32>,
+    #[serde(default)]
+    pub written: Option<u32>,
 }
 
 /// Start a session now (admin).
@@ -132,7 +158,9 @@ pub struct Assignment {
     /// `IP:PORT` to connect to when attached: a node's listener or the
     /// server's head.
     pub upstream: Option<String>,
-    /// Send a heartbeat at least this often.
+    /// Send a heartbeat at least this often (more often while the
+    /// coordinator measures the node's rate, after the start or a new
+    /// upstream).
     pub heartbeat_ms: u32,
     /// Nodes this one feeds that have not received everything yet: a
     /// finished node lingers (keeps serving) until this is 0.

@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::api::{
-    Assignment, FailReason, Heartbeat, Join, Leave, Status, UpstreamFailed, HEARTBEAT_PATH,
-    JOIN_PATH, LEAVE_PATH, MAX_BODY, MAX_WAIT_MS, UPSTREAM_FAILED_PATH,
+    Assignment, DownstreamProgress, FailReason, Heartbeat, Join, Leave, Status, UpstreamFailed,
+    HEARTBEAT_PATH, JOIN_PATH, LEAVE_PATH, MAX_BODY, MAX_WAIT_MS, UPSTREAM_FAILED_PATH,
 };
 use super::relay::Shared;
 use crate::fetch::Client;
@@ -135,10 +135,17 @@ impl Coordinator {
     }
 
     pub fn leave(&self, sh: &Shared, complete: bool) -> Result<Assignment, CallError> {
+        let (received, oldest, written) = {
+            let st = sh.lock();
+            (st.ring.next(), st.ring.oldest(), st.stats.written)
+        };
         let req = Leave {
             session: sh.session.to_string(),
             mac: sh.mac.to_string(),
             complete,
+            received: Some(received),
+            oldest: Some(oldest),
+            written: Some(written),
         };
         self.call(LEAVE_PATH, &req, Duration::ZERO)
     }
@@ -172,6 +179,15 @@ pub(crate) fn control_loop(sh: &Shared, listen: &str) {
                 oldest: st.ring.oldest(),
                 written: st.stats.written,
                 backpressured: st.backpressured,
+                bytes: Some(sh.bytes_in.load(Ordering::Relaxed)),
+                downstreams: st
+                    .downstreams
+                    .iter()
+                    .map(|d| DownstreamProgress {
+                        mac: d.mac.to_string(),
+                        next: d.pos,
+                    })
+                    .collect(),
                 wait_ms: st.assignment.heartbeat_ms,
             }
         };

@@ -187,6 +187,7 @@ pub fn deploy_source(
         mac: opts.mac,
         cfg,
         coordinator,
+        bytes_in: std::sync::atomic::AtomicU64::new(0),
         state: Mutex::new(state),
         cond: Condvar::new(),
     });

@@ -5,8 +5,9 @@
 //! resume (the same upstream or another) — always from the first chunk
 //! not yet verified.
 
-use std::io::{BufReader, Write as _};
+use std::io::{BufReader, Read, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -167,6 +168,9 @@ pub(crate) struct Shared {
     pub limit: usize,
     pub total: u32,
     pub coordinator: Coordinator,
+    /// Bytes read from upstreams, counted as they arrive (heartbeats
+    /// report it: the coordinator's measure of this node's link).
+    pub bytes_in: AtomicU64,
     pub state: Mutex<State>,
     pub cond: Condvar,
 }
@@ -355,7 +359,11 @@ fn receive(sh: &Shared, generation: u64, upstream: &str, want: u32) -> Outcome {
         return dead(format!("sending HELLO: {e}"));
     }
     // Frames are read through a buffer: one syscall per many small frames.
-    let mut reader = BufReader::with_capacity(256 << 10, &stream);
+    let counted = Counted {
+        inner: &stream,
+        count: &sh.bytes_in,
+    };
+    let mut reader = BufReader::with_capacity(256 << 10, counted);
     let mut next = want;
     let mut welcomed = false;
     let mut last_chunk = Instant::now();
@@ -466,6 +474,20 @@ fn receive(sh: &Shared, generation: u64, upstream: &str, want: u32) -> Outcome {
                 )
             }
         }
+    }
+}
+
+/// Counts the bytes read through it.
+struct Counted<'a, R> {
+    inner: R,
+    count: &'a AtomicU64,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
     }
 }
 

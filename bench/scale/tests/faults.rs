@@ -7,7 +7,8 @@
 //! the killed ones end `failed` there — and prints its timing next to an
 //! undisturbed run of the same fleet (measured once per test process).
 //! Timing goals are printed, not asserted: the machine's 2 cores are
-//! shared with the nodes and with whatever else runs.
+//! shared with the nodes and with whatever else runs (the slow-node test
+//! asserts a looser bound, see [`SLOW_NODE_BOUND`]).
 //!
 //! Random choices (which nodes, when) come from `DROVER_FAULT_SEED` if
 //! set, else the clock; the seed is printed so a failure can be replayed.
@@ -32,6 +33,13 @@ const RATE: Rate = Rate(32.0);
 const CHUNK_KIB: u64 = 1024;
 /// The agent's replay buffer (`RelayConfig::default().ring_bytes`).
 const REPLAY_BUFFER: u64 = 64 << 20;
+/// The slow-node test's asserted bound on the others' time against the
+/// undisturbed run's (the goal, +10 %, is printed): measured −1 % to +8 %
+/// with the slow node in the chain, +7 % with it fed by the head; two
+/// undisturbed runs differ by up to 8 % on the shared 2-core machine.
+/// Before the coordinator found slow links within about a second, +65 %
+/// and more.
+const SLOW_NODE_BOUND: f64 = 1.25;
 
 struct Shared {
     bins: Bins,
@@ -196,14 +204,55 @@ fn baseline() -> Result<f64> {
     let (_procs, mut fleet) = fleet("undisturbed")?;
     fleet.launch()?;
     let t = finish(&mut fleet, &[]).context("the undisturbed run")?;
+    // Nobody is slow here: any node called slow was a false move.
+    let moves = chain_moves(&fleet);
     eprintln!(
-        "undisturbed: {NODES} nodes done in {t:.2} s ({:.2} x the ideal {:.2} s at {} Mbit/s)",
+        "undisturbed: {NODES} nodes done in {t:.2} s ({:.2} x the ideal {:.2} s at {} Mbit/s); \
+         chain moves: {moves:?}",
         t / ideal_secs(),
         ideal_secs(),
         RATE.0
     );
     *base = Some(t);
     Ok(t)
+}
+
+/// The coordinator's moves of the session (the server log's `slow:` and
+/// `probe:` notes), as `MAC: note`.
+fn chain_moves(fleet: &Fleet) -> Vec<String> {
+    fleet
+        .server()
+        .log()
+        .lines()
+        .filter_map(|l| l.split_once("chain node ").map(|(_, rest)| rest))
+        .filter(|rest| rest.contains(": slow: ") || rest.contains(": probe: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Node `i`'s place in the chain as the session started: how many nodes
+/// lie between it and the head, following each agent's first upstream
+/// (its `chain: … receive from IP:PORT` line).
+fn start_position(fleet: &Fleet, i: usize) -> Option<usize> {
+    let lab = fleet.lab();
+    let first_upstream = |n: usize| -> Option<String> {
+        let log = fleet.agent_log(n);
+        let line = log.lines().find(|l| l.contains("receive from "))?;
+        let addr = line.rsplit("receive from ").next()?;
+        Some(addr.split(':').next()?.trim().to_owned())
+    };
+    let (mut at, mut depth) = (i, 0);
+    loop {
+        let up = first_upstream(at)?;
+        if up == lab.server.addr.to_string() {
+            return Some(depth);
+        }
+        at = lab.nodes.iter().position(|h| h.addr.to_string() == up)?;
+        depth += 1;
+        if depth > NODES {
+            return None;
+        }
+    }
 }
 
 /// xorshift64*, seeded from `DROVER_FAULT_SEED` or the clock.
@@ -332,7 +381,14 @@ fn chain_survives_a_server_restart() -> Result<()> {
 
 /// One node's link shaped to a tenth of the rate: it finishes late (its
 /// own link), the others should not wait for it (the coordinator moves a
-/// slow node to the tail).
+/// slow node to the tail as soon as its upstream holds a few chunks it
+/// does not take; the head-fed node is found by the probe first).
+///
+/// Asserted: the slow node is moved (unless it started at the tail) and
+/// the others finish within [`SLOW_NODE_BOUND`] of the undisturbed run.
+/// The goal (+10 %) is printed: it is met on this machine with a few
+/// per cent to spare, about what two undisturbed runs differ by, so it
+/// is not asserted.
 #[test]
 fn chain_slow_node_does_not_hold_back_the_others() -> Result<()> {
     let test = "chain_slow_node_does_not_hold_back_the_others";
@@ -352,14 +408,32 @@ fn chain_slow_node_does_not_hold_back_the_others() -> Result<()> {
         .filter_map(|i| fleet.done_secs(i))
         .fold(0.0, f64::max);
     let slow_t = fleet.done_secs(slow).unwrap_or(f64::NAN);
+    let position = start_position(&fleet, slow);
+    let moves = chain_moves(&fleet);
+    let mac = fleet.lab().nodes[slow].mac.clone();
+    let moved = moves
+        .iter()
+        .any(|m| m.starts_with(&format!("{mac}: slow: ")));
     eprintln!(
-        "{test}: the other {} nodes done in {others:.2} s vs {base:.2} s undisturbed ({:+.0}%; goal <= +10%: {}); \
-         node{slow} in {slow_t:.2} s (its own link's ideal: {:.1} s)",
+        "{test}: the other {} nodes done in {others:.2} s vs {base:.2} s undisturbed ({:+.1}%; goal <= +10%: {}); \
+         node{slow} (position {} at the start) in {slow_t:.2} s (its own link's ideal: {:.1} s); \
+         chain moves: {moves:?}",
         NODES - 1,
         (others / base - 1.0) * 100.0,
         if others <= base * 1.1 { "met" } else { "NOT met" },
+        position.map_or("?".into(), |p| p.to_string()),
         ideal_secs() * 10.0
     );
     eprintln!("chain status:\n{}", chain_status(&fleet));
+    ensure!(
+        moved || position == Some(NODES - 1),
+        "node{slow} (position {position:?}) was never moved: {moves:?}"
+    );
+    ensure!(
+        others <= base * SLOW_NODE_BOUND,
+        "the others took {:+.1}% longer than undisturbed (asserted bound {:+.0}%)",
+        (others / base - 1.0) * 100.0,
+        (SLOW_NODE_BOUND - 1.0) * 100.0
+    );
     Ok(())
 }

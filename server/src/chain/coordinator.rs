@@ -243,7 +243,7 @@ impl Coordinator {
     }
 
     /// What `mac` should do, with addresses.
-    fn answer(&self, s: &Session, mac: &MacAddr) -> Result<Assignment, ApiError> {
+    fn answer(&self, s: &Session, mac: &MacAddr, now: Instant) -> Result<Assignment, ApiError> {
         let p = s
             .placement(mac)
             .ok_or_else(|| ApiError::NotFound(format!("{mac} has not joined {}", s.id)))?;
@@ -256,7 +256,7 @@ impl Coordinator {
             status: p.status,
             generation: p.generation,
             upstream,
-            heartbeat_ms: u32::try_from(s.cfg.heartbeat.as_millis()).unwrap_or(u32::MAX),
+            heartbeat_ms: u32::try_from(s.heartbeat_for(mac, now).as_millis()).unwrap_or(u32::MAX),
             downstreams_pending: p.downstreams_pending,
         })
     }
@@ -270,7 +270,7 @@ impl Coordinator {
     ) -> Result<Assignment, ApiError> {
         self.with_session(id, true, |s, now| {
             s.join(mac, listen, next, now);
-            self.answer(s, &mac)
+            self.answer(s, &mac, now)
         })
         .await?
     }
@@ -292,7 +292,7 @@ impl Coordinator {
             .with_session(id, false, |s, now| {
                 s.heartbeat(mac, progress, now)
                     .map_err(|e| ApiError::NotFound(e.to_string()))?;
-                self.answer(s, &mac)
+                self.answer(s, &mac, now)
             })
             .await??;
         loop {
@@ -310,7 +310,7 @@ impl Coordinator {
             answer = self
                 .with_session(id, false, |s, now| {
                     s.tick(now);
-                    self.answer(s, &mac)
+                    self.answer(s, &mac, now)
                 })
                 .await??;
         }
@@ -332,21 +332,23 @@ impl Coordinator {
         self.with_session(id, false, |s, now| {
             s.report(mac, generation, reason, want, detail, now)
                 .map_err(|e| ApiError::NotFound(e.to_string()))?;
-            self.answer(s, &mac)
+            self.answer(s, &mac, now)
         })
         .await?
     }
 
+    /// `mac` leaves, with its last progress if it said it.
     pub async fn leave(
         &self,
         id: &SessionId,
         mac: MacAddr,
         complete: bool,
+        last: Option<Progress>,
     ) -> Result<Assignment, ApiError> {
         self.with_session(id, false, |s, now| {
-            s.leave(mac, complete, now)
+            s.leave(mac, complete, last, now)
                 .map_err(|e| ApiError::NotFound(e.to_string()))?;
-            self.answer(s, &mac)
+            self.answer(s, &mac, now)
         })
         .await?
     }

@@ -115,6 +115,13 @@ async fn heartbeat(State(c): C, headers: HeaderMap, Json(r): Json<Heartbeat>) ->
         oldest: r.oldest,
         written: r.written,
         backpressured: r.backpressured,
+        bytes: r.bytes,
+        // Unparsable MACs are no one's: skipped.
+        downstreams: r
+            .downstreams
+            .iter()
+            .filter_map(|d| Some((d.mac.parse().ok()?, d.next)))
+            .collect(),
     };
     let wait = Duration::from_millis(r.wait_ms.into());
     Ok(Json(
@@ -133,7 +140,19 @@ async fn upstream_failed(State(c): C, headers: HeaderMap, Json(r): Json<Upstream
 
 async fn leave(State(c): C, headers: HeaderMap, Json(r): Json<Leave>) -> Answer {
     let (mac, id) = node(&c, &headers, &r.mac, &r.session)?;
-    Ok(Json(c.leave(&id, mac, r.complete).await?))
+    // Older agents send no progress: their last heartbeat's stands.
+    let last = match (r.received, r.oldest, r.written) {
+        (Some(received), Some(oldest), Some(written)) => Some(Progress {
+            received,
+            oldest,
+            written,
+            backpressured: false,
+            bytes: None,
+            downstreams: Vec::new(),
+        }),
+        _ => None,
+    };
+    Ok(Json(c.leave(&id, mac, r.complete, last).await?))
 }
 
 async fn start(

@@ -12,6 +12,7 @@ fn cfg(arity: u32) -> SessionConfig {
         heartbeat: Duration::from_secs(1),
         dead_after: Duration::from_secs(3),
         slow_after: Duration::from_secs(5),
+        slow_window: Duration::from_secs(5),
         corrupt_strikes: 2,
     }
 }
@@ -52,6 +53,8 @@ fn beat(s: &mut Session, i: u8, received: u32, oldest: u32, now: Instant) {
         oldest,
         written: received,
         backpressured: false,
+        bytes: None,
+        downstreams: Vec::new(),
     };
     s.heartbeat(mac(i), p, now).unwrap();
 }
@@ -278,6 +281,8 @@ fn a_slow_node_with_downstreams_moves_to_the_tail() {
             oldest: 0,
             written: 2,
             backpressured: true,
+            bytes: None,
+            downstreams: Vec::new(),
         };
         s.heartbeat(mac(2), slow, now).unwrap();
         for i in [1, 3, 4] {
@@ -309,13 +314,51 @@ fn leaving_and_lingering() {
     assert_eq!(s.placement(&mac(1)).unwrap().downstreams_pending, 1);
     beat(&mut s, 2, 100, 90, t);
     assert_eq!(s.placement(&mac(1)).unwrap().downstreams_pending, 0);
-    s.leave(mac(1), true, t).unwrap();
-    assert_eq!(shape(&s), ["2<-head", "3<-2"]);
+    let g2 = gen(&s, 2);
+    s.leave(mac(1), true, None, t).unwrap();
+    // Node 2 has every chunk: it connects to nobody any more, so it is
+    // not given a new upstream (it still feeds 3 from where it is).
+    assert_eq!(shape(&s), ["2<-1", "3<-2"]);
+    assert_eq!(gen(&s, 2), g2);
     assert_eq!(s.placement(&mac(1)).unwrap().status, Status::Fallback);
     assert_eq!(s.status().nodes.first().unwrap().state, "complete");
     // A left node's heartbeats do not bring it back.
     beat(&mut s, 1, 100, 90, t);
     assert_eq!(state(&s, 1), NodeState::Left);
+    // An incomplete node is given the next upstream up.
+    s.leave(mac(2), true, None, t).unwrap();
+    assert_eq!(shape(&s), ["3<-head"]);
+}
+
+#[test]
+fn a_left_node_shows_its_last_progress() {
+    let t = Instant::now();
+    let mut s = started(1, 3, t);
+    beat(&mut s, 3, 90, 0, t);
+    let last = Progress {
+        received: 100,
+        oldest: 40,
+        written: 100,
+        backpressured: false,
+        bytes: None,
+        downstreams: Vec::new(),
+    };
+    s.leave(mac(3), true, Some(last), t).unwrap();
+    // Without it (an older agent), a complete node has received them all
+    // and its last heartbeat's count written stands.
+    beat(&mut s, 2, 70, 0, t);
+    s.leave(mac(2), true, None, t).unwrap();
+    let st = s.status();
+    let row = |i: u8| {
+        let n = st
+            .nodes
+            .iter()
+            .find(|n| n.mac == mac(i).to_string())
+            .unwrap();
+        (n.state.as_str(), n.received, n.written)
+    };
+    assert_eq!(row(3), ("left", 100, 100));
+    assert_eq!(row(2), ("left", 100, 70));
 }
 
 #[test]
@@ -380,9 +423,11 @@ fn silent_nodes_are_listed_once_for_the_fleet_and_a_session_ends() {
     assert_eq!(failed, [2], "only the silent node");
     s.tick(t + Duration::from_secs(4));
     assert!(s.newly_failed.is_empty(), "told once");
-    s.leave(mac(1), true, t + Duration::from_secs(4)).unwrap();
+    s.leave(mac(1), true, None, t + Duration::from_secs(4))
+        .unwrap();
     assert!(!s.is_over(), "3 is still active");
-    s.leave(mac(3), true, t + Duration::from_secs(4)).unwrap();
+    s.leave(mac(3), true, None, t + Duration::from_secs(4))
+        .unwrap();
     assert!(s.is_over(), "left or failed, every one");
     let empty = Session::new("img@1".parse().unwrap(), 10, cfg(1));
     assert!(!empty.is_over(), "a session nobody joined yet is not over");
@@ -537,4 +582,259 @@ fn filling_the_chain_is_not_slowness() {
     // The one probe of the head-fed node is the only change allowed.
     let got = shape(&s);
     assert!(got == want || got[..2] == ["2<-head", "1<-2"], "{got:?}");
+}
+
+/// A fluid model of a chain session in motion, for timing tests. Each
+/// node's link carries `link[i]` chunks per second each way; a node
+/// receives at the lower of its own link's rate and its upstream's, never
+/// past the chunks its upstream holds whole (a chunk is forwarded once
+/// verified); the head holds every chunk and feeds at any rate. A node
+/// heartbeats at the interval the session gives it, its report reaching
+/// the coordinator `lat[i]` late (a saturated slow link's queues delay its
+/// heartbeats both ways); it notices a new upstream at once and takes
+/// `RECONNECT` to receive again, from the start of the chunk it was in.
+/// A node with every chunk leaves once nobody it feeds needs it.
+struct Sim {
+    s: Session,
+    t0: Instant,
+    total: u32,
+    link: Vec<f64>,
+    lat: Vec<f64>,
+    got: Vec<f64>,
+    /// Chunks' worth of bytes read, partial chunks read again included.
+    bytes: Vec<f64>,
+    gens: Vec<u64>,
+    /// When each node may receive again after a new upstream.
+    idle_until: Vec<f64>,
+    next_beat: Vec<f64>,
+    /// Reports on their way: (arrival, node, progress).
+    in_flight: Vec<(f64, usize, Progress)>,
+    left: Vec<bool>,
+    done: Vec<Option<f64>>,
+    /// Every change of the chain's shape: when, and the new shape.
+    history: Vec<String>,
+}
+
+const RECONNECT: f64 = 0.1;
+const STEP: f64 = 0.01;
+/// Bytes per chunk, for the bytes nodes report.
+const CHUNK_BYTES: f64 = 1048576.0;
+
+impl Sim {
+    /// Nodes 1..=link.len(), joined in that order and started.
+    fn new(cfg: SessionConfig, total: u32, link: &[f64], lat: &[f64]) -> Sim {
+        let t0 = Instant::now();
+        let n = link.len();
+        let mut s = Session::new("img@1".parse().unwrap(), total, cfg);
+        for i in 1..=n {
+            let addr = format!("10.0.0.{i}:7151").parse().unwrap();
+            s.join(mac(i as u8), addr, 0, t0);
+        }
+        s.start(t0);
+        let pad = |v: &[f64]| std::iter::once(0.0).chain(v.iter().copied()).collect();
+        Sim {
+            s,
+            t0,
+            total,
+            link: pad(link),
+            lat: pad(lat),
+            got: vec![0.0; n + 1],
+            bytes: vec![0.0; n + 1],
+            gens: vec![0; n + 1],
+            idle_until: vec![0.0; n + 1],
+            // Heartbeats out of phase, as real nodes' are.
+            next_beat: (0..=n).map(|i| 0.013 * i as f64).collect(),
+            in_flight: Vec::new(),
+            left: vec![false; n + 1],
+            done: vec![None; n + 1],
+            history: Vec::new(),
+        }
+    }
+
+    fn at(&self, secs: f64) -> Instant {
+        self.t0 + Duration::from_secs_f64(secs)
+    }
+
+    /// Run until every node has every chunk, or `limit` seconds.
+    fn run(&mut self, limit: f64) {
+        let n = self.link.len() - 1;
+        let mut now = 0.0;
+        while now < limit && self.done[1..].iter().any(Option::is_none) {
+            now += STEP;
+            let order: Vec<usize> = self.s.order().iter().map(|m| usize::from(m.0[5])).collect();
+            let others = (1..=n).filter(|i| !order.contains(i));
+            for i in order.iter().copied().chain(others) {
+                let node = self.s.node(&mac(i as u8)).unwrap();
+                if node.generation != self.gens[i] {
+                    self.gens[i] = node.generation;
+                    self.got[i] = self.got[i].floor();
+                    self.idle_until[i] = now + RECONNECT;
+                }
+                let (whole, up_link) = match node.upstream {
+                    Some(Upstream::Node(u)) => {
+                        let u = usize::from(u.0[5]);
+                        (self.got[u].floor(), self.link[u])
+                    }
+                    Some(Upstream::Head) => (f64::from(self.total), f64::INFINITY),
+                    None => (0.0, 0.0),
+                };
+                if now >= self.idle_until[i] && self.got[i] < whole {
+                    let step = (self.link[i].min(up_link) * STEP).min(whole - self.got[i]);
+                    self.got[i] += step;
+                    self.bytes[i] += step;
+                }
+                if self.done[i].is_none() && self.got[i] >= f64::from(self.total) {
+                    self.done[i] = Some(now);
+                }
+            }
+            for i in 1..=n {
+                if !self.left[i] && now >= self.next_beat[i] {
+                    let interval = self
+                        .s
+                        .heartbeat_for(&mac(i as u8), self.at(now))
+                        .as_secs_f64();
+                    let received = self.got[i].floor() as u32;
+                    // Its connected downstreams: each has been handed the
+                    // chunks it holds whole, and the one it is receiving
+                    // once half of it is through (the rest waits in the
+                    // connection's buffer).
+                    let downstreams = (1..=n)
+                        .filter(|&d| {
+                            now >= self.idle_until[d]
+                                && self.s.node(&mac(d as u8)).unwrap().upstream
+                                    == Some(Upstream::Node(mac(i as u8)))
+                        })
+                        .map(|d| {
+                            let next = (self.got[d] + 0.5).floor().min(self.got[i].floor());
+                            (mac(d as u8), next as u32)
+                        })
+                        .collect();
+                    let p = Progress {
+                        received,
+                        oldest: 0,
+                        written: received,
+                        backpressured: false,
+                        bytes: Some((self.bytes[i] * CHUNK_BYTES) as u64),
+                        downstreams,
+                    };
+                    self.in_flight.push((now + self.lat[i], i, p));
+                    self.next_beat[i] = now + 2.0 * self.lat[i] + interval;
+                }
+            }
+            let (due, later): (Vec<_>, Vec<_>) =
+                self.in_flight.drain(..).partition(|&(t, _, _)| t <= now);
+            self.in_flight = later;
+            let t = self.at(now);
+            for (_, i, p) in due {
+                let m = mac(i as u8);
+                let complete = p.received >= self.total;
+                self.s.heartbeat(m, p, t).unwrap();
+                if complete && self.s.placement(&m).unwrap().downstreams_pending == 0 {
+                    self.s.leave(m, true, None, t).unwrap();
+                    self.left[i] = true;
+                }
+            }
+            self.s.tick(t);
+            let now_shape = shape(&self.s).join(" ");
+            if !self.history.last().is_some_and(|h| h.ends_with(&now_shape)) {
+                let got: Vec<u32> = self.got[1..].iter().map(|g| g.floor() as u32).collect();
+                self.history
+                    .push(format!("{now:.2} s {got:?}: {now_shape}"));
+            }
+        }
+    }
+
+    /// The slowest of `nodes` to have every chunk.
+    fn last_done(&self, nodes: impl Iterator<Item = usize>) -> f64 {
+        nodes
+            .map(|i| self.done[i].unwrap_or(f64::INFINITY))
+            .fold(0.0, f64::max)
+    }
+
+    /// Every note about moves (slow or probe), as `node: note`.
+    fn moves(&self) -> Vec<String> {
+        (1..self.link.len())
+            .flat_map(|i| {
+                let n = self.s.node(&mac(i as u8)).unwrap();
+                n.events
+                    .iter()
+                    .filter(|e| e.contains("moved"))
+                    .map(move |e| format!("{i}: {e}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// The fault test's fleet (16 nodes, `chunks` at 3.8 chunks/s, the
+/// default timers), one node's link at a tenth of the rate.
+fn fault_test_fleet(chunks: u32, slow: Option<usize>) -> Sim {
+    let cfg = SessionConfig {
+        expected: None,
+        ..SessionConfig::default()
+    };
+    let link: Vec<f64> = (1..=16)
+        .map(|i| if Some(i) == slow { 0.38 } else { 3.8 })
+        .collect();
+    // A saturated link's queue (tbf, 128 KiB at 0.4 MB/s) delays the slow
+    // node's heartbeats by a third of a second each way.
+    let delay: Vec<f64> = (1..=16)
+        .map(|i| if Some(i) == slow { 0.33 } else { 0.02 })
+        .collect();
+    Sim::new(cfg, chunks, &link, &delay)
+}
+
+#[test]
+fn filling_and_running_a_chain_moves_nobody() {
+    // The fault test's fleet undisturbed, and a transfer long enough for
+    // the heartbeats to slow down to every `heartbeat` (2 s): nobody is
+    // called slow; the probe swaps the first two nodes once.
+    for chunks in [32, 160] {
+        let mut sim = fault_test_fleet(chunks, None);
+        sim.run(300.0);
+        let moves = sim.moves();
+        assert!(
+            moves.len() == 1 && moves[0].starts_with("1: probe: moved behind"),
+            "{chunks} chunks: {moves:?}\n{}",
+            sim.history.join("\n")
+        );
+        assert!(sim.done.iter().skip(1).all(Option::is_some));
+    }
+}
+
+#[test]
+fn a_slow_link_is_moved_before_it_costs_the_others_a_tenth() {
+    let mut base = fault_test_fleet(32, None);
+    base.run(120.0);
+    let undisturbed = base.last_done(1..=16);
+    // Node 1 starts fed by the head: found by the probe, which takes a
+    // window, then a window behind the next node; it costs more.
+    for slow in 1..=15 {
+        let mut sim = fault_test_fleet(32, Some(slow));
+        sim.run(120.0);
+        let others = sim.last_done((1..=16).filter(|&i| i != slow));
+        let moved = sim.moves();
+        let why = || format!("node {slow}: {moved:?}\n{}", sim.history.join("\n"));
+        let own = format!("{slow}: ");
+        assert!(
+            moved
+                .iter()
+                .any(|e| e.starts_with(&format!("{own}slow: it "))),
+            "{}",
+            why()
+        );
+        assert!(
+            moved
+                .iter()
+                .all(|e| e.starts_with(&own) || e.starts_with("1: probe")),
+            "{}",
+            why()
+        );
+        let bound = if slow == 1 { 1.2 } else { 1.1 };
+        assert!(
+            others <= undisturbed * bound,
+            "slow node {slow}: the others done at {others:.2} s, undisturbed {undisturbed:.2} s\n{}",
+            why()
+        );
+    }
 }

@@ -90,7 +90,10 @@ pub fn session_config(expected: u32) -> SessionConfig {
         join_timeout: Duration::from_secs(10),
         heartbeat: Duration::from_millis(200),
         dead_after: Duration::from_millis(1500),
+        // No slow moves or probes unless a test asks for them: the shapes
+        // these tests expect must not depend on the machine's load.
         slow_after: Duration::from_secs(60),
+        slow_window: Duration::from_secs(60),
         corrupt_strikes: 2,
     }
 }
