@@ -177,3 +177,84 @@ fn a_short_last_piece_has_short_blocks() {
     assert_eq!(last.len(), 1);
     assert_eq!(last[0].length, 100);
 }
+
+/// A peer found sending a bad piece: its blocks of other pieces still in
+/// memory are dropped and asked again, so they cannot fail those pieces
+/// and get their honest co-senders blamed.
+#[test]
+fn a_bad_peers_blocks_are_discarded_from_pieces_in_memory() {
+    let mut p = picker(4, 4);
+    let has = Bitfield::full(4);
+    let now = Instant::now();
+    let view = |key| PeerView {
+        key,
+        has: &has,
+        seed: false,
+    };
+    // Peer 1 is asked for piece 0's first two blocks, peer 2 for the rest.
+    let one = p.pick(view(1), 2, now);
+    let two = p.pick(view(2), 2, now);
+    assert!(one.iter().chain(&two).all(|b| b.index == 0));
+    let block = vec![0u8; MAX_BLOCK as usize];
+    for b in &one {
+        assert!(matches!(
+            p.received(1, b.index, b.begin, &block),
+            Received::Stored { .. }
+        ));
+    }
+    assert!(matches!(
+        p.received(2, two[0].index, two[0].begin, &block),
+        Received::Stored { .. }
+    ));
+    // Peer 1 sent a bad piece elsewhere: its two blocks are dropped.
+    assert_eq!(p.discard_from(1), 2);
+    assert_eq!(p.discard_from(1), 0);
+    // They are asked again (of peer 3), and the piece is whole only with
+    // them and peer 2's last block; its senders are 2 and 3 only.
+    let again = p.pick(view(3), 10, now);
+    let begins: Vec<u32> = again
+        .iter()
+        .filter(|b| b.index == 0)
+        .map(|b| b.begin)
+        .collect();
+    assert_eq!(begins, [one[0].begin, one[1].begin]);
+    for b in &again[..2] {
+        assert!(matches!(
+            p.received(3, b.index, b.begin, &block),
+            Received::Stored { .. }
+        ));
+    }
+    match p.received(2, two[1].index, two[1].begin, &block) {
+        Received::Complete { piece, .. } => {
+            let mut who = piece.contributors.clone();
+            who.sort_unstable();
+            assert_eq!(who, [2, 3]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Blocks of the piece the disk waits for are stolen after `steal_after`,
+/// those of later pieces only after `STEAL_FAR_FACTOR` times as long.
+#[test]
+fn only_the_awaited_piece_is_stolen_soon() {
+    let mut p = picker(2, 2);
+    let has = Bitfield::full(2);
+    let t0 = Instant::now();
+    let view = |key| PeerView {
+        key,
+        has: &has,
+        seed: false,
+    };
+    let asked = p.pick(view(1), 8, t0);
+    assert_eq!(asked.len(), 8);
+    // Nothing new to start; 3 s later only piece 0's blocks are stolen.
+    let later = t0 + p.steal_after;
+    let stolen = p.pick(view(2), 8, later);
+    assert_eq!(stolen.len(), 4);
+    assert!(stolen.iter().all(|b| b.index == 0), "{stolen:?}");
+    let much_later = t0 + p.steal_after * STEAL_FAR_FACTOR;
+    let stolen = p.pick(view(3), 8, much_later);
+    assert!(stolen.iter().all(|b| b.index == 1), "{stolen:?}");
+    assert_eq!(stolen.len(), 4);
+}

@@ -289,6 +289,7 @@ impl Swarm {
                 let _ = p.stream.shutdown(Shutdown::Both);
             }
         }
+        self.reveal_idle(st, now);
         self.refill_all(st);
         // Dial known peers we are not connected to, a few at a time.
         if st.picker.have.is_full() {

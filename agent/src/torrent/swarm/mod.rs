@@ -19,7 +19,8 @@
 //! alive), a request unanswered for `request_timeout` is asked elsewhere
 //! (three of those and the peer is dropped). A piece failing its SHA-1
 //! gets its sender dropped and its address banned (with several senders,
-//! each gets a strike; two strikes drop).
+//! each gets a strike; two strikes drop), and the blocks a dropped peer
+//! sent to other pieces still in memory are fetched again.
 
 mod announce;
 mod conn;
@@ -38,10 +39,21 @@ use super::wire::{BlockRef, Limits, Message, PeerId};
 
 pub use announce::Announcer;
 
-/// Super-seeding: pieces announced to a peer and not yet had, at most.
-const REVEAL_AHEAD: usize = 4;
-/// Super-seeding: how far past a peer's first missing piece to look.
-const REVEAL_SPAN: u32 = 64;
+/// Super-seeding: how far past a peer's first missing piece a piece may
+/// be shown, in bytes: half of a node's window ahead of its disk (the
+/// window is half of [`super::source::DEFAULT_MEMORY`]), so a node can
+/// fetch at once what it is shown.
+const REVEAL_SPAN_BYTES: u64 = 32 << 20;
+/// Super-seeding: bytes shown and not yet had over all peers, at most
+/// (and at least two pieces). Little, so each piece shown arrives soon
+/// and the nodes can trade it while the server sends the next: shown to
+/// 16 peers × 4 pieces of 256 KiB at once, a piece took 16 MiB at the
+/// server's rate to arrive anywhere.
+const IN_FLIGHT_BYTES: u64 = 2 << 20;
+/// Super-seeding: a piece shown this long ago that nobody has yet, or a
+/// peer's first missing piece it has waited this long for, may be shown
+/// again (to a peer with nothing else shown).
+const RESHOW_AFTER: Duration = Duration::from_secs(5);
 pub use conn::{read_handshake, Out};
 
 /// Tunables of a swarm.
@@ -134,6 +146,10 @@ pub(crate) struct Peer {
     pub timeouts: u32,
     /// Super-seeding: the pieces announced to it one by one.
     pub revealed: HashSet<u32>,
+    /// Super-seeding: those of `revealed` it does not have yet.
+    pub shown: HashSet<u32>,
+    /// Super-seeding: its first missing piece, and since when.
+    pub waiting: Option<(u32, Instant)>,
 }
 
 impl Peer {
@@ -157,6 +173,8 @@ pub(crate) struct State {
     pub stopped: bool,
     /// Super-seeding: how often each piece was announced to a peer.
     pub given: Vec<u16>,
+    /// Super-seeding: when each piece was last announced.
+    pub shown_at: Vec<Option<Instant>>,
 }
 
 /// One torrent's swarm (module doc).
@@ -217,6 +235,7 @@ impl Swarm {
                 last_progress: Instant::now(),
                 stopped: false,
                 given: vec![0; if full { count as usize } else { 0 }],
+                shown_at: vec![None; if full { count as usize } else { 0 }],
             }),
             cv: Condvar::new(),
         })
@@ -456,6 +475,8 @@ impl Swarm {
             queued: 0,
             cancelled: HashSet::new(),
             revealed: HashSet::new(),
+            shown: HashSet::new(),
+            waiting: None,
             stream: stream.try_clone().map_err(|e| e.to_string())?,
             last_heard: Instant::now(),
             strikes: 0,
@@ -468,7 +489,7 @@ impl Swarm {
         peer.send(&Message::Unchoke);
         st.peers.insert(key, peer);
         self.restripe(&mut st);
-        self.reveal(&mut st, key);
+        self.reveal(&mut st, key, Instant::now());
         Ok(key)
     }
 
@@ -483,13 +504,27 @@ impl Swarm {
         if !p.seed {
             for i in p.has.iter() {
                 st.picker.avail[i as usize] -= 1;
+                // Super-seeding: the only copy left; fresh again unless
+                // it is on its way to someone.
+                if self.superseed && st.picker.avail[i as usize] == 0 {
+                    st.given[i as usize] = st
+                        .peers
+                        .values()
+                        .filter(|q| q.shown.contains(&i))
+                        .count()
+                        .try_into()
+                        .unwrap_or(u16::MAX);
+                }
             }
         }
         // What it was shown and did not get is to be shown to others.
-        for &i in p.revealed.iter().filter(|&&i| !p.has.get(i)) {
-            st.given[i as usize] -= 1;
+        for &i in &p.shown {
+            st.given[i as usize] = st.given[i as usize].saturating_sub(1);
         }
         st.picker.forget_peer(key);
+        if fault.is_some() {
+            st.picker.discard_from(key);
+        }
         if let Some(why) = fault {
             log::warn!("torrent: dropped peer {} ({why})", p.addr);
             st.stats.peers_dropped += 1;
@@ -539,6 +574,7 @@ impl Swarm {
             }
             Message::Interested | Message::NotInterested => {}
             Message::Have(i) => {
+                p.shown.remove(&i);
                 if p.has.set(i) {
                     if !p.seed {
                         st.picker.avail[i as usize] += 1;
@@ -552,13 +588,15 @@ impl Swarm {
                     }
                     self.refill(st, key);
                 }
-                self.reveal(st, key);
+                self.reveal(st, key, Instant::now());
             }
             Message::Bitfield(bits) => {
                 if p.has.count() > 0 {
                     return Err("a second bitfield, or a bitfield after have".into());
                 }
                 p.has = Bitfield::from_wire(self.info.piece_count(), bits);
+                let has = &p.has;
+                p.shown.retain(|&i| !has.get(i));
                 p.seed = p.has.is_full();
                 if !p.seed {
                     for i in p.has.iter() {
@@ -573,7 +611,7 @@ impl Swarm {
                     p.send(&Message::Interested);
                 }
                 self.refill(st, key);
-                self.reveal(st, key);
+                self.reveal(st, key, Instant::now());
             }
             Message::Request(b) => {
                 if !st.picker.have.get(b.index) {
@@ -655,6 +693,8 @@ impl Swarm {
             if let Some(p) = st.peers.get_mut(&k) {
                 p.strikes += 1;
                 if alone || p.strikes >= 2 {
+                    // Its blocks of other pieces are not to be trusted.
+                    st.picker.discard_from(k);
                     if k == from {
                         drop_from = true;
                     } else {
@@ -673,44 +713,102 @@ impl Swarm {
     }
 
     /// Super-seeding (BEP 16's idea): instead of a bitfield, the seeder
-    /// announces each peer a few pieces at a time, the ones the swarm has
-    /// fewest of (counting those announced and not yet had), near that
-    /// peer's first missing piece (its window). A peer that has them is
-    /// shown more; pieces shown but never fetched go back to the pool when
-    /// the peer leaves. So each piece leaves the server about once and the
-    /// nodes trade the rest, and a lone client still gets everything.
-    fn reveal(&self, st: &mut State, key: PeerKey) {
+    /// shows peers pieces one by one. A piece nobody has and nobody was
+    /// shown comes first, the first such in the payload's order within the
+    /// peer's reach ([`reveal_span`] past its first missing piece): so
+    /// each piece leaves the server about once, in the order the disks
+    /// consume them, and the nodes trade the rest. Little is shown at once
+    /// ([`max_in_flight`] pieces not yet had over all peers, shared among
+    /// them), so a piece shown arrives soon and can be traded while the
+    /// server sends the next. A peer with nothing shown and no fresh piece
+    /// within reach is shown a piece again after [`RESHOW_AFTER`]: one
+    /// nobody has yet, shown that long ago (its holder is slow or gone),
+    /// else the piece its disk has waited for that long. Pieces shown and
+    /// never fetched go back to the pool when the peer leaves, and so do
+    /// pieces whose only holder left. A lone client still gets everything.
+    ///
+    /// (Before, a piece was chosen fewest-shown-first within 64 pieces of
+    /// the peer's first missing piece, 4 per peer: that piece lags the
+    /// pieces being given out by everything in flight, so every piece in
+    /// reach had been shown already and the server sent pieces twice, 1.8
+    /// × the payload for 16 nodes in the scale harness; and 64 pieces in
+    /// flight at once each arrived late.)
+    fn reveal(&self, st: &mut State, key: PeerKey, now: Instant) {
         if !self.superseed {
             return;
         }
+        let count = self.info.piece_count();
+        let span = reveal_span(self.info.piece_length);
+        let cap = max_in_flight(self.info.piece_length);
+        let mut in_flight: usize = st.peers.values().map(|p| p.shown.len()).sum();
+        let ahead = (cap / st.peers.len().max(1)).max(1);
         let State {
             peers,
             picker,
             given,
+            shown_at,
             ..
         } = st;
         let Some(p) = peers.get_mut(&key) else { return };
-        let count = self.info.piece_count();
-        let pending = p.revealed.iter().filter(|&&i| !p.has.get(i)).count();
         let Some(first) = (0..count).find(|&i| !p.has.get(i)) else {
             return;
         };
-        let end = first.saturating_add(REVEAL_SPAN).min(count);
-        for _ in pending..REVEAL_AHEAD {
-            let Some(i) = (first..end)
-                .filter(|&i| !p.has.get(i) && !p.revealed.contains(&i))
-                .min_by_key(|&i| {
-                    (
-                        u32::from(picker.avail[i as usize]) + u32::from(given[i as usize]),
-                        i,
-                    )
-                })
-            else {
-                break;
+        let waited = match p.waiting {
+            Some((i, since)) if i == first => now.saturating_duration_since(since),
+            _ => {
+                p.waiting = Some((first, now));
+                Duration::ZERO
+            }
+        };
+        let end = first.saturating_add(span).min(count);
+        while p.shown.len() < ahead {
+            let unseen = |i: u32| !p.has.get(i) && !p.revealed.contains(&i);
+            let fresh = (first..end)
+                .find(|&i| unseen(i) && picker.avail[i as usize] == 0 && given[i as usize] == 0);
+            let i = match fresh {
+                Some(i) if in_flight < cap => i,
+                // Enough pieces on their way from here: it trades.
+                Some(_) => break,
+                None if p.shown.is_empty() => {
+                    let stale = |i: u32| {
+                        shown_at[i as usize]
+                            .is_none_or(|t| now.saturating_duration_since(t) >= RESHOW_AFTER)
+                    };
+                    let again = (first..end)
+                        .filter(|&i| unseen(i) && picker.avail[i as usize] == 0 && stale(i))
+                        .min_by_key(|&i| (given[i as usize], i))
+                        .or(Some(first).filter(|&i| unseen(i) && waited >= RESHOW_AFTER));
+                    match again {
+                        Some(i) => i,
+                        None => break,
+                    }
+                }
+                None => break,
             };
             given[i as usize] = given[i as usize].saturating_add(1);
+            shown_at[i as usize] = Some(now);
             p.revealed.insert(i);
+            p.shown.insert(i);
+            in_flight += 1;
             p.send(&Message::Have(i));
+        }
+    }
+
+    /// Super-seeding: show pieces to the peers that have nothing shown
+    /// (from the ticker: a slot freed elsewhere, a piece to show again
+    /// after [`RESHOW_AFTER`]).
+    pub(crate) fn reveal_idle(&self, st: &mut State, now: Instant) {
+        if !self.superseed {
+            return;
+        }
+        let idle: Vec<PeerKey> = st
+            .peers
+            .iter()
+            .filter(|(_, p)| p.shown.is_empty())
+            .map(|(&k, _)| k)
+            .collect();
+        for k in idle {
+            self.reveal(st, k, now);
         }
     }
 
@@ -722,3 +820,21 @@ impl Swarm {
         }
     }
 }
+
+/// Super-seeding: pieces past a peer's first missing piece that may be
+/// shown to it ([`REVEAL_SPAN_BYTES`], at least 8).
+fn reveal_span(piece_length: u32) -> u32 {
+    let pieces = REVEAL_SPAN_BYTES / u64::from(piece_length.max(1));
+    u32::try_from(pieces).unwrap_or(u32::MAX).max(8)
+}
+
+/// Super-seeding: pieces shown and not yet had over all peers, at most
+/// ([`IN_FLIGHT_BYTES`], at least 2).
+fn max_in_flight(piece_length: u32) -> usize {
+    let pieces = IN_FLIGHT_BYTES / u64::from(piece_length.max(1));
+    usize::try_from(pieces).unwrap_or(usize::MAX).max(2)
+}
+
+#[cfg(test)]
+#[path = "reveal_tests.rs"]
+mod reveal_tests;

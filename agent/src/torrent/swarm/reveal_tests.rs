@@ -1,0 +1,180 @@
+//! Super-seeding ([`Swarm::reveal`]): which pieces the seeder shows whom.
+//! Peers are registered directly (a loopback stream for each, their
+//! messages read from their channels) and report pieces with `have`.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::torrent::metainfo::Info;
+
+/// A seeder's swarm of `pieces` pieces of `piece_length` bytes (their
+/// hashes do not matter: nothing is uploaded).
+fn seeder(pieces: u32, piece_length: u32) -> Arc<Swarm> {
+    let info = Info {
+        name: "t".into(),
+        length: u64::from(pieces) * u64::from(piece_length),
+        piece_length,
+        pieces: vec![[0; 20]; pieces as usize],
+    };
+    Swarm::seeder(
+        Arc::new(info),
+        SwarmConfig::new(PeerId([0xee; 20])),
+        Arc::new(MemStore::new(0)),
+    )
+}
+
+/// A registered peer: its key, what it was sent, its stream's ends.
+struct FakePeer {
+    key: PeerKey,
+    rx: Receiver<Out>,
+    _ends: (TcpStream, TcpStream),
+}
+
+impl FakePeer {
+    fn join(sw: &Swarm, n: u8) -> FakePeer {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let addr = SocketAddr::from(([10, 0, 0, n], 6881));
+        let key = sw.register(&a, addr, PeerId([n; 20]), false, tx).unwrap();
+        FakePeer {
+            key,
+            rx,
+            _ends: (a, b),
+        }
+    }
+
+    /// The pieces shown to it since the last call (its `have`s).
+    fn shown(&self) -> Vec<u32> {
+        let mut out = Vec::new();
+        while let Ok(o) = self.rx.try_recv() {
+            if let Out::Bytes(b) = o {
+                if b.len() == 9 && b[4] == 4 {
+                    out.push(u32::from_be_bytes(b[5..9].try_into().unwrap()));
+                }
+            }
+        }
+        out
+    }
+
+    /// It got `pieces`.
+    fn got(&self, sw: &Swarm, pieces: &[u32]) {
+        for &i in pieces {
+            sw.on_message(self.key, Message::Have(i)).unwrap();
+        }
+    }
+}
+
+/// Everything shown and not yet had, over all peers.
+fn in_flight(sw: &Swarm) -> usize {
+    sw.lock().peers.values().map(|p| p.shown.len()).sum()
+}
+
+/// The ticker's part, `after` from now.
+fn tick(sw: &Swarm, after: Duration) {
+    let mut st = sw.lock();
+    sw.reveal_idle(&mut st, Instant::now() + after);
+}
+
+/// 16 peers that only ever get what they are shown (so each one's first
+/// missing piece lags far behind the pieces being given out): every
+/// piece is shown once while fresh ones remain, in the payload's order,
+/// and never more than the in-flight cap at once. The old choice (fewest
+/// shown first, within 64 pieces of the peer's first missing one, 4 per
+/// peer) showed pieces 0..63 again in the second round.
+#[test]
+fn each_piece_is_shown_once_while_fresh_ones_remain() {
+    let sw = seeder(2048, 16 << 10);
+    assert_eq!(max_in_flight(16 << 10), 128);
+    let peers: Vec<FakePeer> = (1..=16).map(|n| FakePeer::join(&sw, n)).collect();
+    let mut all: Vec<u32> = Vec::new();
+    for round in 0..40 {
+        tick(&sw, Duration::ZERO);
+        assert!(in_flight(&sw) <= 128, "round {round}: {}", in_flight(&sw));
+        for p in &peers {
+            let s = p.shown();
+            all.extend_from_slice(&s);
+            // It gets what it was shown (and nothing else).
+            p.got(&sw, &s);
+        }
+    }
+    let distinct: HashSet<u32> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), all.len(), "shown twice: {all:?}");
+    assert!(all.len() >= 1024, "{}", all.len());
+    let mut sorted = all.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..all.len() as u32).collect::<Vec<u32>>());
+}
+
+/// Pieces of 1 MiB: 2 in flight at most. The first peer is shown both,
+/// the others nothing; when one arrives, the ticker shows the next to a
+/// peer that has nothing shown.
+#[test]
+fn pieces_in_flight_are_capped() {
+    let sw = seeder(128, 1 << 20);
+    assert_eq!(reveal_span(1 << 20), 32);
+    assert_eq!(max_in_flight(1 << 20), 2);
+    let peers: Vec<FakePeer> = (1..=8).map(|n| FakePeer::join(&sw, n)).collect();
+    let shown: Vec<Vec<u32>> = peers.iter().map(FakePeer::shown).collect();
+    assert_eq!(shown[0], [0, 1]);
+    assert!(shown[1..].iter().all(Vec::is_empty), "{shown:?}");
+    peers[0].got(&sw, &[0]);
+    // One per peer now (2 over 8 peers, at least 1): it still has 1.
+    assert!(peers[0].shown().is_empty());
+    tick(&sw, Duration::ZERO);
+    let shown: Vec<Vec<u32>> = peers.iter().map(FakePeer::shown).collect();
+    assert!(shown[0].is_empty());
+    assert_eq!(shown.concat(), [2], "{shown:?}");
+    assert_eq!(in_flight(&sw), 2);
+}
+
+/// What a leaving peer was shown and did not get goes back to the pool,
+/// and so do the pieces only it had.
+#[test]
+fn pieces_return_when_their_peer_leaves() {
+    let sw = seeder(8, 16 << 10);
+    let a = FakePeer::join(&sw, 1);
+    assert_eq!(sorted(a.shown()), [0, 1, 2, 3, 4, 5, 6, 7]);
+    sw.unregister(a.key, None);
+    let b = FakePeer::join(&sw, 2);
+    assert_eq!(sorted(b.shown()), [0, 1, 2, 3, 4, 5, 6, 7]);
+    b.got(&sw, &[0, 1, 2]);
+    let c = FakePeer::join(&sw, 3);
+    // Nothing fresh: 0..2 are at b, 3..7 on their way to it.
+    assert!(c.shown().is_empty());
+    sw.unregister(b.key, None);
+    tick(&sw, Duration::ZERO);
+    assert_eq!(sorted(c.shown()), [0, 1, 2, 3, 4, 5, 6, 7]);
+}
+
+/// Once every piece was shown, a peer with nothing shown is shown again,
+/// after a while, a piece nobody has yet (its holder is slow), else the
+/// piece it has waited for that long (its holders do not serve it).
+#[test]
+fn stragglers_are_covered_after_a_while() {
+    let sw = seeder(8, 16 << 10);
+    let b = FakePeer::join(&sw, 2);
+    assert_eq!(b.shown().len(), 8);
+    b.got(&sw, &[0, 1, 2, 3, 4, 5, 6]);
+    let c = FakePeer::join(&sw, 3);
+    tick(&sw, Duration::ZERO);
+    assert!(c.shown().is_empty(), "7 is on its way to b; 0..6 are at b");
+    tick(&sw, RESHOW_AFTER + Duration::from_secs(1));
+    assert_eq!(c.shown(), [7]);
+    // c gets 7 and 1..6 from b, never 0 (b does not serve it).
+    c.got(&sw, &[7, 1, 2, 3, 4, 5, 6]);
+    tick(&sw, Duration::ZERO);
+    assert!(c.shown().is_empty());
+    tick(&sw, RESHOW_AFTER + Duration::from_secs(1));
+    assert_eq!(c.shown(), [0]);
+}
+
+fn sorted(mut v: Vec<u32>) -> Vec<u32> {
+    v.sort_unstable();
+    v
+}
