@@ -3,7 +3,7 @@
 #   make setup      install every system package and the Rust musl target (root)
 #   make demo       PXE-boot a VM into the agent and show what it does
 #   make test       lints, unit tests, the QEMU netboot tests and the scale tests
-#   make bench-scale  http vs chain vs udpcast for N = 1..32 nodes (long)
+#   make bench-scale  http vs chain vs udpcast vs torrent for N = 1..32 nodes (long)
 #   make initramfs  target/drover/{vmlinuz,initrd.img}
 
 SHELL := /bin/bash
@@ -72,7 +72,8 @@ qemu-test: initramfs server
 	$(CARGO) test --release -p drover-qemu-tests -- --test-threads=2
 
 # The process-level scale harness (bench/scale) in its small form: N=4 per
-# transport and the fault tests, against the static agent and the release
+# transport and the fault tests (chain: tests/faults.rs, torrent:
+# tests/torrent_faults.rs), against the static agent and the release
 # server. One test at a time: they time themselves on 2 shared cores.
 scale-test: agent
 	$(CARGO) build --release -p drover-server
@@ -91,9 +92,10 @@ bench-single:
 	$(CARGO) build --release -p drover-server -p drover-agent
 	bash bench/single.sh
 
-# Scale benchmark: drover http, drover chain and udpcast side by side for
-# N = 1, 2, 4, 8, 16, 32 nodes in network namespaces with tc-shaped links
-# (bench/scale). Table on stdout; target/bench-scale/{results.csv,plot.png}.
+# Scale benchmark: drover http, drover chain, udpcast and drover torrent
+# side by side for N = 1, 2, 4, 8, 16, 32 nodes in network namespaces with
+# tc-shaped links (bench/scale). Table on stdout (with the server's
+# transmitted bytes over the payload); target/bench-scale/{results.csv,plot.png}.
 # BENCH_SCALE_ARGS='--n 1,4,16 --size-mib 128' etc.; see bench-scale --help.
 .PHONY: bench-scale
 bench-scale: agent

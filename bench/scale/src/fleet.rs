@@ -7,6 +7,11 @@
 //! command line of its node's boot entry (`GET /boot/MAC.ipxe`, which
 //! carries its deploy token), so it reports to the server like a
 //! netbooted machine.
+//!
+//! A chain or torrent node keeps serving others after its disk is done
+//! (the agent's `deployed` line): [`Fleet::wait_done`] waits for every
+//! disk, [`Fleet::reap_lingering`] then gives the lingering agents a grace
+//! period to leave by themselves and stops the rest.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,6 +48,7 @@ impl Bins {
 pub enum Transport {
     Http,
     Chain,
+    Torrent,
 }
 
 impl Transport {
@@ -51,6 +57,7 @@ impl Transport {
         match self {
             Transport::Http => "http",
             Transport::Chain => "chain",
+            Transport::Torrent => "torrent",
         }
     }
 }
@@ -63,6 +70,9 @@ pub struct FleetOptions {
     pub server_patience: Duration,
     /// `drover-agent run --report-deadline`.
     pub report_deadline: Duration,
+    /// More of the server's config, appended after `[deploy]` (e.g.
+    /// `"[torrent]\nopen = true\n"`).
+    pub server_toml: String,
 }
 
 impl FleetOptions {
@@ -71,6 +81,7 @@ impl FleetOptions {
             transport,
             server_patience: Duration::from_secs(60),
             report_deadline: Duration::from_secs(60),
+            server_toml: String::new(),
         }
     }
 }
@@ -99,6 +110,9 @@ pub struct Fleet {
     /// When each agent printed that its disk is deployed (seconds since
     /// the launch): a chain node keeps serving its downstreams after that.
     done: Vec<Option<f64>>,
+    /// Agents stopped by [`Fleet::reap_lingering`] after their disk was
+    /// done.
+    reaped: Vec<bool>,
     server: Server,
     lab: Lab,
     procs: Procs,
@@ -125,6 +139,7 @@ impl Fleet {
         let mut config = ServerConfig::new(&lab.server.ns, &image.kernel, &image.initrd)
             .store(&image.store)
             .deploy("mode", options.transport.mode());
+        config.extra_toml.push_str(&options.server_toml);
         // Nodes are registered explicitly, not on first contact.
         config.deploy.retain(|(k, _)| k != "image");
         let server = Server::start(procs, &lab.server.ns, &bins.server, config)?;
@@ -158,6 +173,7 @@ impl Fleet {
             agents: (0..n).map(|_| None).collect(),
             ends: vec![None; n],
             done: vec![None; n],
+            reaped: vec![false; n],
             server,
             lab,
             procs: procs.clone(),
@@ -232,6 +248,7 @@ impl Fleet {
         self.agents[i] = Some(proc);
         self.ends[i] = None;
         self.done[i] = None;
+        self.reaped[i] = false;
         Ok(())
     }
 
@@ -305,6 +322,72 @@ impl Fleet {
             }
             // Each poll reads every agent's log: not too often.
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Wait until every launched agent has its disk done or has exited,
+    /// or `timeout` from now. `true`: all have.
+    pub fn wait_done(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.poll();
+            let all = (0..self.len()).all(|i| {
+                self.agents[i].is_some() && (self.ends[i].is_some() || self.done[i].is_some())
+            });
+            if all {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Give agents still running after their disk was done (a chain or
+    /// torrent node serving others) `grace` from now to leave by
+    /// themselves, then stop them (SIGTERM, then SIGKILL); they count as
+    /// [`Fleet::reaped`]. Agents whose disk is not done are left alone.
+    /// Returns the indices of those stopped.
+    pub fn reap_lingering(&mut self, grace: Duration) -> Vec<usize> {
+        let deadline = Instant::now() + grace;
+        let lingering = |f: &Fleet| -> Vec<usize> {
+            (0..f.len())
+                .filter(|&i| f.agents[i].is_some() && f.ends[i].is_none() && f.done[i].is_some())
+                .collect()
+        };
+        loop {
+            self.poll();
+            let left = lingering(self);
+            if left.is_empty() {
+                return left;
+            }
+            if Instant::now() >= deadline {
+                for &i in &left {
+                    if let Some(p) = &self.agents[i] {
+                        p.stop();
+                    }
+                    self.reaped[i] = true;
+                }
+                self.poll();
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether agent `i` was stopped by [`Fleet::reap_lingering`] after
+    /// its disk was done.
+    pub fn reaped(&self, i: usize) -> bool {
+        self.reaped[i]
+    }
+
+    /// Whether agent `i` ended well: it exited 0, or it was stopped while
+    /// lingering after its disk was done.
+    pub fn ended_well(&self, i: usize) -> bool {
+        match &self.ends[i] {
+            Some(e) => e.code == Some(0) || (self.reaped[i] && self.done[i].is_some()),
+            None => false,
         }
     }
 

@@ -52,6 +52,20 @@ impl Image {
         size_mib: u64,
         chunk_kib: Option<u64>,
     ) -> Result<Image> {
+        Image::build_with_pieces(dir, server_bin, size_mib, chunk_kib, None)
+    }
+
+    /// [`Image::build`], with the `payload.torrent`'s pieces of
+    /// `piece_kib` KiB (`None`: the importer's choice, the smallest power
+    /// of two that keeps the payload within 2000 pieces: 32 KiB for
+    /// 32 MiB, 256 KiB for 256 MiB).
+    pub fn build_with_pieces(
+        dir: &Path,
+        server_bin: &Path,
+        size_mib: u64,
+        chunk_kib: Option<u64>,
+        piece_kib: Option<u64>,
+    ) -> Result<Image> {
         ensure!(size_mib >= 1, "the image needs at least 1 MiB");
         if dir.exists() {
             std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
@@ -78,6 +92,9 @@ impl Image {
             ));
         if let Some(kib) = chunk_kib {
             import.args(["--chunk-size", &format!("{kib}K")]);
+        }
+        if let Some(kib) = piece_kib {
+            import.args(["--piece-length", &format!("{kib}K")]);
         }
         run(&mut import)?;
         let payload = store.join(NAME).join(VERSION).join("payload");

@@ -14,6 +14,13 @@
 //! would) and the switch namespace's own address (`.254`) is only there
 //! because [`Netns::create`] gives every bridge one; nothing uses it.
 //!
+//! Guests ([`Lab::add_guest`], `.(230+i)`) are more hosts on the same
+//! switch that are not nodes of the fleet (a fault test's rogue peer).
+//!
+//! [`Lab::server_tx_bytes`] reads what the server's interface has sent
+//! (every frame, headers and all protocols included), so a run can say
+//! how much the server uploaded.
+//!
 //! Namespaces are named `<prefix>-<pid>-<n>` ([`Netns`]), so labs of
 //! parallel tests never clash, and each is deleted on drop (killing what
 //! still runs in it).
@@ -30,6 +37,10 @@ const NET: [u8; 3] = [10, 78, 0];
 const SERVER_HOST: u8 = 1;
 /// Node `i` is `.(FIRST_NODE + i)`.
 const FIRST_NODE: u8 = 10;
+/// Guest `i` is `.(FIRST_GUEST + i)`.
+const FIRST_GUEST: u8 = 230;
+/// Most guests one lab holds (`.230`–`.253`).
+pub const MAX_GUESTS: usize = 24;
 /// The switch namespace's bridge address.
 const SWITCH_HOST: u8 = 254;
 /// Most nodes one lab holds (addresses `.10`–`.209`).
@@ -68,12 +79,15 @@ pub struct Host {
     pub port: String,
 }
 
-/// Fields drop in order: nodes and server before the switch.
+/// Fields drop in order: nodes, guests and server before the switch.
 pub struct Lab {
     pub nodes: Vec<Host>,
+    /// Hosts on the switch that are not fleet nodes ([`Lab::add_guest`]).
+    pub guests: Vec<Host>,
     pub server: Host,
     pub switch: Netns,
     rate: Rate,
+    prefix: String,
 }
 
 impl Lab {
@@ -109,9 +123,11 @@ impl Lab {
         }
         Ok(Lab {
             nodes: hosts,
+            guests: Vec::new(),
             server,
             switch,
             rate,
+            prefix: prefix.to_owned(),
         })
     }
 
@@ -126,11 +142,38 @@ impl Lab {
         shape_pair(&self.switch, node, rate)
     }
 
+    /// Add a host on the switch that is not a fleet node, its link shaped
+    /// like the others (port `g<i>`, MAC `02:dc:00:01:00:<i>`); its index
+    /// in [`Lab::guests`].
+    pub fn add_guest(&mut self) -> Result<usize> {
+        let i = self.guests.len();
+        ensure!(i < MAX_GUESTS, "a lab holds {MAX_GUESTS} guests at most");
+        let host = FIRST_GUEST + u8::try_from(i).expect("MAX_GUESTS fits");
+        let guest = add_host(
+            &self.switch,
+            &self.prefix,
+            host,
+            &format!("g{i}"),
+            &format!("02:dc:00:01:00:{i:02x}"),
+        )
+        .with_context(|| format!("adding guest {i}"))?;
+        shape_pair(&self.switch, &guest, self.rate)?;
+        self.guests.push(guest);
+        Ok(i)
+    }
+
+    /// Bytes the server's interface has sent since it was made: every
+    /// frame (Ethernet, IP and TCP headers, HTTP, torrent, multicast).
+    pub fn server_tx_bytes(&self) -> Result<u64> {
+        tx_bytes(&self.server.ns, DEV)
+    }
+
     /// Names of every namespace of the lab (for leak checks).
     pub fn netns_names(&self) -> Vec<String> {
         std::iter::once(&self.switch)
             .chain(std::iter::once(&self.server.ns))
             .chain(self.nodes.iter().map(|n| &n.ns))
+            .chain(self.guests.iter().map(|n| &n.ns))
             .map(|n| n.name().to_owned())
             .collect()
     }
@@ -160,6 +203,18 @@ fn add_host(switch: &Netns, prefix: &str, host: u8, port: &str, mac: &str) -> Re
         mac: mac.to_owned(),
         port: port.to_owned(),
     })
+}
+
+/// `dev`'s transmitted bytes in `ns` (`ip -s -j link show`).
+fn tx_bytes(ns: &Netns, dev: &str) -> Result<u64> {
+    let out = ns.ip(&["-s", "-j", "link", "show", "dev", dev])?;
+    parse_tx_bytes(&out).with_context(|| format!("no tx bytes for {dev} in {out:?}"))
+}
+
+/// `stats64.tx.bytes` of the first link of `ip -s -j link show`'s output.
+fn parse_tx_bytes(json: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    v.get(0)?.get("stats64")?.get("tx")?.get("bytes")?.as_u64()
 }
 
 /// Shape both ends of `host`'s link to `rate`.
@@ -206,6 +261,14 @@ mod tests {
         assert!((r.ideal_secs(50 << 20) - 4.194).abs() < 0.001);
         assert_eq!(r.tc(), "100000kbit");
         assert_eq!(Rate(12.5).tc(), "12500kbit");
+    }
+
+    #[test]
+    fn tx_bytes_from_ip_json() {
+        let out = r#"[{"ifindex":2,"ifname":"eth0","stats64":{"rx":{"bytes":5,"packets":1},"tx":{"bytes":1234567890123,"packets":9}}}]"#;
+        assert_eq!(parse_tx_bytes(out), Some(1_234_567_890_123));
+        assert_eq!(parse_tx_bytes("[]"), None);
+        assert_eq!(parse_tx_bytes("not json"), None);
     }
 
     #[test]

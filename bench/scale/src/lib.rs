@@ -14,6 +14,9 @@
 //! - [`run`]: one timed run of one transport at one N; a result [`run::Row`].
 //! - [`cpu`]: the machine's CPU use during a run.
 //! - [`results`]: table, CSV, plot.
+//! - [`fault`]: the fault tests' random choices and polling helpers.
+//! - [`rogue`]: a BitTorrent peer that answers with garbage (torrent
+//!   fault tests).
 //!
 //! Namespaces, processes and disks are cleaned up by `Drop` guards (the
 //! QEMU harness's [`drover_qemu_tests::netns::Netns`] and
@@ -29,10 +32,12 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 pub mod cpu;
+pub mod fault;
 pub mod fleet;
 pub mod image;
 pub mod lab;
 pub mod results;
+pub mod rogue;
 pub mod run;
 pub mod udpcast;
 

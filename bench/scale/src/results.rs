@@ -11,18 +11,23 @@ use crate::run::{Mode, Row};
 
 /// The CSV header; one line per [`Row`] follows.
 pub const CSV_HEADER: &str = "mode,nodes,rate_mbit,bytes,ideal_s,last_s,first_s,time_over_ideal,\
-node_mbit_mean,node_mbit_min,link_share,cpu_mean,cpu_peak,ok,problems";
+node_mbit_mean,node_mbit_min,link_share,cpu_mean,cpu_peak,server_tx_bytes,server_tx_over_bytes,\
+linger_s,reaped,ok,problems";
 
 /// The rows as CSV (header included). Times in seconds, CPU as a share of
-/// the whole machine.
+/// the whole machine; the server's transmitted bytes (all its traffic)
+/// raw and as a multiple of `bytes` (empty when not measured); linger:
+/// from the last disk done to the last node gone, `reaped` the nodes the
+/// run stopped after its grace.
 pub fn csv(rows: &[Row]) -> String {
     let mut out = String::from(CSV_HEADER);
     out.push('\n');
     for r in rows {
         let problems = r.problems.join("; ").replace('"', "'");
+        let opt = |v: Option<String>| v.unwrap_or_default();
         let _ = writeln!(
             out,
-            "{},{},{},{},{:.3},{:.3},{:.3},{:.4},{:.2},{:.2},{:.4},{:.3},{:.3},{},\"{}\"",
+            "{},{},{},{},{:.3},{:.3},{:.3},{:.4},{:.2},{:.2},{:.4},{:.3},{:.3},{},{},{},{},{},\"{}\"",
             r.mode,
             r.nodes,
             r.rate_mbit,
@@ -36,6 +41,10 @@ pub fn csv(rows: &[Row]) -> String {
             r.link_share(),
             r.cpu.mean,
             r.cpu.peak,
+            opt(r.server_tx.map(|b| b.to_string())),
+            opt(r.server_tx_ratio().map(|x| format!("{x:.4}"))),
+            opt(r.linger_secs.map(|x| format!("{x:.2}"))),
+            r.reaped,
             r.ok,
             problems
         );
@@ -48,7 +57,7 @@ pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<8} {:>3} {:>7} {:>8} {:>8} {:>7} {:>17} {:>6} {:>11} {:>6}",
+        "{:<8} {:>3} {:>7} {:>8} {:>8} {:>7} {:>17} {:>6} {:>11} {:>7} {:>6}",
         "mode",
         "N",
         "Mbit/s",
@@ -58,12 +67,16 @@ pub fn table(rows: &[Row]) -> String {
         "node Mbit/s mean",
         "link",
         "cpu mean/pk",
+        "srv tx",
         "ok"
     );
     for r in rows {
+        let tx = r
+            .server_tx_ratio()
+            .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x"));
         let _ = writeln!(
             out,
-            "{:<8} {:>3} {:>7.1} {:>8.2} {:>8.2} {:>7.2} {:>9.1} (min {:>4.1}) {:>5.0}% {:>4.0}%/{:>4.0}% {:>3}/{:<3}",
+            "{:<8} {:>3} {:>7.1} {:>8.2} {:>8.2} {:>7.2} {:>9.1} (min {:>4.1}) {:>5.0}% {:>4.0}%/{:>4.0}% {:>7} {:>3}/{:<3}",
             r.mode.to_string(),
             r.nodes,
             r.rate_mbit,
@@ -75,6 +88,7 @@ pub fn table(rows: &[Row]) -> String {
             r.link_share() * 100.0,
             r.cpu.mean * 100.0,
             r.cpu.peak * 100.0,
+            tx,
             r.ok,
             r.nodes
         );
@@ -85,35 +99,50 @@ pub fn table(rows: &[Row]) -> String {
 /// The headline figures: chain's T(Nmax)/T(1) (as multiples of the ideal
 /// time, since the link rate may differ between the two rows, and raw)
 /// against the goal ≤ 1.15, and chain's per-node throughput as a share of
-/// the link against the goal ≥ 0.9.
+/// the link against the goal ≥ 0.9; torrent's T(Nmax)/T(1) against ≤ 1.3
+/// and the server's transmitted bytes for the whole swarm against
+/// ≤ 1.2 × the payload.
 pub fn summary(rows: &[Row]) -> String {
     let mut out = String::new();
+    chain_summary(rows, &mut out);
+    torrent_summary(rows, &mut out);
+    out
+}
+
+/// T(Nmax)/T(1) of `mode` in multiples of the ideal time (and raw), with
+/// `goal`; `None` without two node counts.
+fn scaling(rows: &[&Row], mode: Mode, goal: f64) -> Option<String> {
+    let first = rows.iter().min_by_key(|r| r.nodes)?;
+    let last = rows.iter().max_by_key(|r| r.nodes)?;
+    if last.nodes <= first.nodes {
+        return None;
+    }
+    let norm = last.time_ratio() / first.time_ratio();
+    Some(format!(
+        "{mode} T({})/T({}) = {:.3} in multiples of the ideal time (goal <= {goal}: {}); raw seconds {:.2}/{:.2} = {:.3}{}",
+        last.nodes,
+        first.nodes,
+        norm,
+        if norm <= goal { "met" } else { "NOT met" },
+        last.last_secs,
+        first.last_secs,
+        last.last_secs / first.last_secs,
+        if last.rate_mbit != first.rate_mbit {
+            format!(" (links {} vs {} Mbit/s)", last.rate_mbit, first.rate_mbit)
+        } else {
+            String::new()
+        }
+    ))
+}
+
+fn chain_summary(rows: &[Row], out: &mut String) {
     let chain: Vec<&Row> = rows.iter().filter(|r| r.mode == Mode::Chain).collect();
-    let (Some(first), Some(last)) = (
-        chain.iter().min_by_key(|r| r.nodes),
-        chain.iter().max_by_key(|r| r.nodes),
-    ) else {
+    if chain.is_empty() {
         out.push_str("chain: no rows\n");
-        return out;
-    };
-    if last.nodes > first.nodes {
-        let norm = last.time_ratio() / first.time_ratio();
-        let _ = writeln!(
-            out,
-            "chain T({})/T({}) = {:.3} in multiples of the ideal time (goal <= 1.15: {}); raw seconds {:.2}/{:.2} = {:.3}{}",
-            last.nodes,
-            first.nodes,
-            norm,
-            if norm <= 1.15 { "met" } else { "NOT met" },
-            last.last_secs,
-            first.last_secs,
-            last.last_secs / first.last_secs,
-            if last.rate_mbit != first.rate_mbit {
-                format!(" (links {} vs {} Mbit/s)", last.rate_mbit, first.rate_mbit)
-            } else {
-                String::new()
-            }
-        );
+        return;
+    }
+    if let Some(line) = scaling(&chain, Mode::Chain, 1.15) {
+        let _ = writeln!(out, "{line}");
     }
     let worst = chain
         .iter()
@@ -130,7 +159,33 @@ pub fn summary(rows: &[Row]) -> String {
         worst,
         if worst >= 0.9 { "met" } else { "NOT met" }
     );
-    out
+}
+
+fn torrent_summary(rows: &[Row], out: &mut String) {
+    let torrent: Vec<&Row> = rows.iter().filter(|r| r.mode == Mode::Torrent).collect();
+    if torrent.is_empty() {
+        return;
+    }
+    if let Some(line) = scaling(&torrent, Mode::Torrent, 1.3) {
+        let _ = writeln!(out, "{line}");
+    }
+    let ratios: Vec<(usize, f64)> = torrent
+        .iter()
+        .filter_map(|r| r.server_tx_ratio().map(|x| (r.nodes, x)))
+        .collect();
+    if let Some(worst) = ratios.iter().map(|&(_, x)| x).reduce(f64::max) {
+        let _ = writeln!(
+            out,
+            "torrent server upload (its interface's tx bytes, all traffic) over the payload: {} \
+             (worst {worst:.2}; goal <= 1.2 for the whole swarm: {})",
+            ratios
+                .iter()
+                .map(|(n, x)| format!("N={n} {x:.2}x"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if worst <= 1.2 { "met" } else { "NOT met" }
+        );
+    }
 }
 
 /// The gnuplot script drawing `csv` (T/ideal and seconds vs N, one line
@@ -221,6 +276,9 @@ mod tests {
                 mean: 0.4,
                 peak: 0.6,
             },
+            server_tx: None,
+            linger_secs: None,
+            reaped: 0,
             ok: nodes,
             problems: vec![],
         }
@@ -230,12 +288,21 @@ mod tests {
     fn csv_has_a_line_per_row() {
         let mut r = row(Mode::Http, 4, 100.0, 4.2);
         r.problems = vec!["node1: \"bad\"".into()];
-        let text = csv(&[r, row(Mode::Chain, 4, 100.0, 1.1)]);
+        let mut t = row(Mode::Torrent, 4, 100.0, 1.1);
+        t.server_tx = Some(13_750_000);
+        t.linger_secs = Some(4.25);
+        t.reaped = 1;
+        let text = csv(&[r, row(Mode::Chain, 4, 100.0, 1.1), t]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], CSV_HEADER);
-        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.len(), 4);
         assert!(
-            lines[1].starts_with("http,4,100,12500000,1.000,4.200,2.100,4.2000,95.00,90.00,0.9500,0.400,0.600,4,\"node1: 'bad'\""),
+            lines[3].contains(",0.400,0.600,13750000,1.1000,4.25,1,4,\"\""),
+            "{}",
+            lines[3]
+        );
+        assert!(
+            lines[1].starts_with("http,4,100,12500000,1.000,4.200,2.100,4.2000,95.00,90.00,0.9500,0.400,0.600,,,,0,4,\"node1: 'bad'\""),
             "{}",
             lines[1]
         );
@@ -257,12 +324,34 @@ mod tests {
         assert!(s.contains("links 20 vs 100 Mbit/s"), "{s}");
         assert!(s.contains("worst row 0.95; goal >= 0.9: met"), "{s}");
         assert_eq!(summary(&rows[2..]), "chain: no rows\n");
+        assert!(!s.contains("torrent"), "{s}");
+    }
+
+    #[test]
+    fn torrent_summary_has_scaling_and_server_upload() {
+        let mut a = row(Mode::Torrent, 1, 100.0, 1.1);
+        a.server_tx = Some(13_000_000);
+        let mut b = row(Mode::Torrent, 32, 16.0, 9.0);
+        b.server_tx = Some(16_250_000);
+        let s = summary(&[a, b]);
+        // 9/6.25 ÷ 1.1/1 = 1.309
+        assert!(s.contains("torrent T(32)/T(1) = 1.309"), "{s}");
+        assert!(s.contains("goal <= 1.3: NOT met"), "{s}");
+        assert!(
+            s.contains(
+                "N=1 1.04x, N=32 1.30x (worst 1.30; goal <= 1.2 for the whole swarm: NOT met)"
+            ),
+            "{s}"
+        );
     }
 
     #[test]
     fn table_and_plot_script() {
-        let t = table(&[row(Mode::Udpcast, 8, 64.0, 2.0)]);
+        let mut r = row(Mode::Udpcast, 8, 64.0, 2.0);
+        r.server_tx = Some(13_125_000);
+        let t = table(&[r]);
         assert_eq!(t.lines().count(), 2);
+        assert!(t.contains("  1.05x   8/8"), "{t}");
         assert!(
             t.lines()
                 .nth(1)

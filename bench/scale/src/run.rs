@@ -1,5 +1,13 @@
 //! One benchmark run: a fresh lab of N nodes, one transport, every node
-//! timed from the launch to its exit, every disk checked, CPU sampled.
+//! timed from the launch to its disk done (drover: the agent's `deployed`
+//! line; udpcast: the receiver's exit), every disk checked, CPU sampled,
+//! the server's transmitted bytes counted.
+//!
+//! Chain and torrent nodes keep serving the others after their disk is
+//! done; that time is not counted. The run waits for every disk, then
+//! gives the lingering agents [`LINGER_GRACE`] to leave by themselves (a
+//! torrent node leaves once the tracker lists nobody still downloading)
+//! and stops those still there; how long they lingered is reported.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,6 +23,10 @@ use crate::image::Image;
 use crate::lab::{Lab, Rate};
 use crate::udpcast;
 
+/// How long agents may keep serving others after the last disk is done
+/// before the run stops them.
+pub const LINGER_GRACE: Duration = Duration::from_secs(60);
+
 /// What moves the image to the nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -24,10 +36,12 @@ pub enum Mode {
     Chain,
     /// udpcast multicast.
     Udpcast,
+    /// drover's BitTorrent swarm (the server's tracker and seeder).
+    Torrent,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 3] = [Mode::Http, Mode::Chain, Mode::Udpcast];
+    pub const ALL: [Mode; 4] = [Mode::Http, Mode::Chain, Mode::Udpcast, Mode::Torrent];
 
     /// How many full-rate streams the machine carries at once with `n`
     /// nodes: the server's link is the bottleneck for http (the nodes
@@ -35,7 +49,17 @@ impl Mode {
     pub fn streams(self, n: usize) -> usize {
         match self {
             Mode::Http => 1,
-            Mode::Chain | Mode::Udpcast => n,
+            Mode::Chain | Mode::Udpcast | Mode::Torrent => n,
+        }
+    }
+
+    /// drover's transport for this mode (`None`: udpcast).
+    pub fn transport(self) -> Option<Transport> {
+        match self {
+            Mode::Http => Some(Transport::Http),
+            Mode::Chain => Some(Transport::Chain),
+            Mode::Torrent => Some(Transport::Torrent),
+            Mode::Udpcast => None,
         }
     }
 }
@@ -46,6 +70,7 @@ impl fmt::Display for Mode {
             Mode::Http => "http",
             Mode::Chain => "chain",
             Mode::Udpcast => "udpcast",
+            Mode::Torrent => "torrent",
         })
     }
 }
@@ -57,8 +82,9 @@ impl FromStr for Mode {
             "http" => Ok(Mode::Http),
             "chain" => Ok(Mode::Chain),
             "udpcast" => Ok(Mode::Udpcast),
+            "torrent" => Ok(Mode::Torrent),
             _ => Err(format!(
-                "unknown mode {s:?}; accepted: http, chain, udpcast"
+                "unknown mode {s:?}; accepted: http, chain, udpcast, torrent"
             )),
         }
     }
@@ -92,8 +118,17 @@ pub struct Row {
     pub node_mbit_mean: f64,
     pub node_mbit_min: f64,
     pub cpu: CpuUse,
+    /// Bytes the server's interface sent from the launch until every node
+    /// had left (all traffic, headers included), if it could be read.
+    pub server_tx: Option<u64>,
+    /// From the last disk done to the last node gone (chain and torrent
+    /// nodes serve others meanwhile); `None` when not measured.
+    pub linger_secs: Option<f64>,
+    /// Nodes still serving after [`LINGER_GRACE`], stopped by the run.
+    pub reaped: usize,
     /// Nodes that exited 0 with a verified disk (and, for drover, are
-    /// `done` in the server's state).
+    /// `done` in the server's state); a node stopped while lingering
+    /// after its disk was done counts.
     pub ok: usize,
     /// What went wrong with the others, one line each.
     pub problems: Vec<String>,
@@ -108,6 +143,12 @@ impl Row {
     /// Mean per-node throughput as a share of the link rate.
     pub fn link_share(&self) -> f64 {
         self.node_mbit_mean / self.rate_mbit
+    }
+
+    /// The server's transmitted bytes as a multiple of the bytes one node
+    /// needs (the payload, or udpcast's raw image).
+    pub fn server_tx_ratio(&self) -> Option<f64> {
+        self.server_tx.map(|b| b as f64 / self.bytes as f64)
     }
 
     /// Compute a row from the nodes' ends and checks.
@@ -149,6 +190,9 @@ impl Row {
             },
             node_mbit_min: mbit.iter().copied().reduce(f64::min).unwrap_or(0.0),
             cpu,
+            server_tx: None,
+            linger_secs: None,
+            reaped: 0,
             ok: ok_secs.len(),
             problems,
         }
@@ -178,13 +222,8 @@ pub fn run(
     let procs = Procs::new(&dir)?;
     let lab = Lab::create(prefix, spec.nodes, spec.rate)?;
     let disks = dir.join("disks");
-    match spec.mode {
-        Mode::Http | Mode::Chain => {
-            let transport = if spec.mode == Mode::Http {
-                Transport::Http
-            } else {
-                Transport::Chain
-            };
+    match spec.mode.transport() {
+        Some(transport) => {
             let mut fleet = Fleet::start(
                 &procs,
                 lab,
@@ -193,12 +232,16 @@ pub fn run(
                 FleetOptions::new(transport),
                 &disks,
             )?;
+            let tx0 = fleet.lab().server_tx_bytes();
             let cpu = Sampler::start();
             fleet.launch()?;
-            let all = fleet.wait(spec.timeout);
+            fleet.wait_done(spec.timeout);
             let cpu = cpu.stop();
-            // A node is finished when its disk is (a chain node serves its
-            // downstreams for a while after that).
+            // Chain and torrent nodes serve the others for a while after
+            // their disk is done: not counted, but waited for.
+            let reaped = fleet.reap_lingering(LINGER_GRACE);
+            let tx1 = fleet.lab().server_tx_bytes();
+            // A node is finished when its disk is.
             let ends: Vec<Option<AgentEnd>> = (0..fleet.len())
                 .map(|i| {
                     fleet.end(i).map(|e| AgentEnd {
@@ -210,10 +253,9 @@ pub fn run(
             let states = fleet.node_states()?;
             let checks: Vec<Result<()>> = (0..fleet.len())
                 .map(|i| {
-                    let code = ends[i].as_ref().map(|e| e.code);
-                    match code {
+                    match fleet.end(i).map(|e| e.code) {
                         None => bail!("still running after {:?}", spec.timeout),
-                        Some(Some(0)) => {}
+                        Some(_) if fleet.ended_well(i) => {}
                         Some(c) => bail!("agent exited with {c:?}; log {}", log_tail(&fleet, i)),
                     }
                     if states[i].state != "done" {
@@ -229,14 +271,34 @@ pub fn run(
             if !keep {
                 fleet.remove_disks();
             }
-            let _ = all;
-            Ok(Row::from_ends(spec, image.payload_len, &ends, &checks, cpu))
+            let mut row = Row::from_ends(spec, image.payload_len, &ends, &checks, cpu);
+            row.server_tx = match (tx0, tx1) {
+                (Ok(a), Ok(b)) => Some(b.saturating_sub(a)),
+                _ => None,
+            };
+            let last_done = (0..fleet.len())
+                .filter_map(|i| fleet.done_secs(i))
+                .fold(0.0, f64::max);
+            let last_exit = (0..fleet.len())
+                .filter_map(|i| fleet.end(i).map(|e| e.secs))
+                .fold(0.0, f64::max);
+            row.linger_secs = Some((last_exit - last_done).max(0.0));
+            row.reaped = reaped.len();
+            if !reaped.is_empty() {
+                eprintln!(
+                    "{} N={}: nodes {reaped:?} still serving {:?} after the last disk was done; stopped",
+                    spec.mode, spec.nodes, LINGER_GRACE
+                );
+            }
+            Ok(row)
         }
-        Mode::Udpcast => {
+        None => {
+            let tx0 = lab.server_tx_bytes();
             let cpu = Sampler::start();
             let mut session = udpcast::Session::start(&procs, &lab, image, &disks)?;
             session.wait(spec.timeout);
             let cpu = cpu.stop();
+            let tx1 = lab.server_tx_bytes();
             let ends: Vec<Option<AgentEnd>> =
                 (0..spec.nodes).map(|i| session.end(i).cloned()).collect();
             let checks: Vec<Result<()>> = (0..spec.nodes)
@@ -257,7 +319,12 @@ pub fn run(
             }
             drop(session);
             drop(lab);
-            Ok(Row::from_ends(spec, image.raw_len, &ends, &checks, cpu))
+            let mut row = Row::from_ends(spec, image.raw_len, &ends, &checks, cpu);
+            row.server_tx = match (tx0, tx1) {
+                (Ok(a), Ok(b)) => Some(b.saturating_sub(a)),
+                _ => None,
+            };
+            Ok(row)
         }
     }
 }
@@ -284,6 +351,9 @@ mod tests {
         assert!("tcp".parse::<Mode>().unwrap_err().contains("http, chain"));
         assert_eq!(Mode::Http.streams(32), 1);
         assert_eq!(Mode::Chain.streams(32), 32);
+        assert_eq!(Mode::Torrent.streams(32), 32);
+        assert_eq!(Mode::Torrent.transport(), Some(Transport::Torrent));
+        assert_eq!(Mode::Udpcast.transport(), None);
     }
 
     #[test]
@@ -310,6 +380,12 @@ mod tests {
         assert_eq!(row.time_ratio(), 2.0);
         assert_eq!(row.link_share(), 0.75);
         assert_eq!(row.problems, ["node2: still running"]);
+        assert_eq!(row.server_tx_ratio(), None);
+        let row = Row {
+            server_tx: Some(110_000_000),
+            ..row
+        };
+        assert_eq!(row.server_tx_ratio(), Some(1.1));
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! The scale benchmark in a small form, for `make test`: 4 nodes, a 32 MiB
 //! image, 100 Mbit/s links, one test per transport. Each asserts outcomes
-//! only (every node exits 0 with a verified disk and, for drover, `done`
-//! in the server's state) and prints its figures: the machine is shared
-//! and noisy, so wall-clock limits are generous sanity bounds.
+//! only — every node's disk verified and its agent ended well (exit 0, or
+//! stopped while still serving others after its disk was done) and, for
+//! drover, `done` in the server's state; torrent nodes must leave the
+//! swarm by themselves once all are done — and prints its figures (the
+//! server's transmitted bytes as a multiple of the payload among them):
+//! the machine is shared and noisy, so wall-clock limits are generous
+//! sanity bounds.
 //!
 //! Needs root, iproute2 and udpcast; `DROVER_SKIP_SCALE_TESTS=1` skips.
 
@@ -48,11 +52,28 @@ fn small_run(test: &str, mode: Mode) -> Result<()> {
     };
     let row = run::run(&out, "dbt", &bins, &image, &spec, false)?;
     eprint!("{}", results::table(std::slice::from_ref(&row)));
+    if let Some(linger) = row.linger_secs {
+        eprintln!(
+            "{test}: the last node left {linger:.1} s after the last disk was done ({} stopped \
+             after {:?})",
+            row.reaped,
+            run::LINGER_GRACE
+        );
+    }
     ensure!(
         row.ok == NODES,
         "{test}: {} of {NODES} nodes finished verified; problems:\n{}\n(logs in {})",
         row.ok,
         row.problems.join("\n"),
+        run::run_dir(&out, &spec).display()
+    );
+    // Torrent nodes seed until the tracker lists nobody downloading: with
+    // every node done, they must leave by themselves.
+    ensure!(
+        mode != Mode::Torrent || row.reaped == 0,
+        "{test}: {} nodes still seeding {:?} after the last disk was done (logs in {})",
+        row.reaped,
+        run::LINGER_GRACE,
         run::run_dir(&out, &spec).display()
     );
     // Remove the image too: only the logs stay.
@@ -73,4 +94,9 @@ fn chain_4_nodes() -> Result<()> {
 #[test]
 fn udpcast_4_nodes() -> Result<()> {
     small_run("udpcast_4_nodes", Mode::Udpcast)
+}
+
+#[test]
+fn torrent_4_nodes() -> Result<()> {
+    small_run("torrent_4_nodes", Mode::Torrent)
 }

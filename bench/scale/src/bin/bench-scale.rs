@@ -1,6 +1,7 @@
-//! `bench-scale`: drover http, drover chain and udpcast side by side for
-//! N = 1, 2, 4, …, 32 nodes in network namespaces (see the `drover_bench`
-//! crate). Prints a table, writes `results.csv` and `plot.png`.
+//! `bench-scale`: drover http, drover chain, udpcast and drover torrent
+//! side by side for N = 1, 2, 4, …, 32 nodes in network namespaces (see
+//! the `drover_bench` crate). Prints a table, writes `results.csv` and
+//! `plot.png`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,7 +15,8 @@ use drover_bench::run::{self, Mode, Row, RunSpec};
 use drover_bench::{auto_rate, cpu::CpuUse, missing_prerequisites, results};
 
 /// drover's scale benchmark: N nodes as processes in network namespaces
-/// with tc-shaped links, for drover http, drover chain and udpcast.
+/// with tc-shaped links, for drover http, drover chain, udpcast and drover
+/// torrent.
 #[derive(FromArgs)]
 struct Args {
     /// node counts, comma-separated (default 1,2,4,8,16,32)
@@ -27,8 +29,8 @@ struct Args {
     /// (default): per mode and N, see --budget-mbit
     #[argh(option, default = "String::from(\"auto\")")]
     rate_mbit: String,
-    /// auto rate: the full-rate streams at once (N for chain and udpcast,
-    /// 1 for http, whose nodes share the server's link) add up to at most
+    /// auto rate: the full-rate streams at once (N for chain, udpcast and
+    /// torrent, 1 for http, whose nodes share the server's link) add up to at most
     /// this many Mbit/s, so the 2 shared cores stay below saturation
     /// (default 512)
     #[argh(option, default = "512.0")]
@@ -36,8 +38,8 @@ struct Args {
     /// auto rate: at most this many Mbit/s (default 100)
     #[argh(option, default = "100.0")]
     max_rate_mbit: f64,
-    /// transports, comma-separated (default http,chain,udpcast)
-    #[argh(option, default = "String::from(\"http,chain,udpcast\")")]
+    /// transports, comma-separated (default http,chain,udpcast,torrent)
+    #[argh(option, default = "String::from(\"http,chain,udpcast,torrent\")")]
     modes: String,
     /// image chunk size in KiB (default 1024; the importer's own default
     /// is 4096): a chain node verifies a whole chunk before forwarding
@@ -142,7 +144,9 @@ fn main() -> Result<()> {
         "a node's time: from the launch of all nodes to its disk written, synced and verified \
          (drover) or its receiver's exit (udpcast); ideal = the image's bytes at the shaped \
          link rate; link = per-node throughput / link rate; cpu = share of all cores of the \
-         machine, other jobs included (mean/busiest second)"
+         machine, other jobs included (mean/busiest second); srv tx = bytes the server's \
+         interface sent from the launch until every node left (all its traffic, headers \
+         included) over the bytes one node needs"
     );
     for line in results::write(&out, &rows, &modes)? {
         println!("{line}");
@@ -166,6 +170,9 @@ fn failed_row(spec: &RunSpec, bytes: u64, e: &anyhow::Error) -> Row {
         node_mbit_mean: 0.0,
         node_mbit_min: 0.0,
         cpu: CpuUse::default(),
+        server_tx: None,
+        linger_secs: None,
+        reaped: 0,
         ok: 0,
         problems: vec![format!("run failed: {e:#}")],
     }
