@@ -254,8 +254,9 @@ print(f[b'failure reason'].decode())
             l.addr
         )
     );
-    // One seeder (7777) listed to the leecher: 6 compact bytes.
-    assert_eq!(lines[1], "5 1 1 6");
+    // Two seeders listed to the leecher, 6 compact bytes each: the
+    // announced one (7777) and the server's own seeder, counted complete.
+    assert_eq!(lines[1], "5 2 1 12");
     assert_eq!(lines[2], format!("{} 1 1 0", l.meta.info_hash));
     assert!(
         lines[3].starts_with("bad announce: info_hash is 1 bytes"),
