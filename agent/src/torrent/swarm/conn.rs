@@ -199,7 +199,8 @@ impl Swarm {
             let mut st = self.lock();
             let p = st.peers.get_mut(&key)?;
             p.queued = p.queued.saturating_sub(1);
-            if p.cancelled.remove(&b) {
+            if !p.uploads.remove(&b) {
+                // Cancelled (or asked twice and sent already).
                 return None;
             }
         }

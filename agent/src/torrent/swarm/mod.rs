@@ -13,8 +13,8 @@
 //! operator's machines: no tit-for-tat to play), so a peer's upload is
 //! shared by whoever asks. Bounded: at most `max_peers` connections, at
 //! most `pipeline` blocks asked of a peer at once, at most
-//! `max_queued_uploads` blocks a peer may have asked of us (more drops
-//! it), one receive buffer of one message per connection. Timed: a peer
+//! `max_queued_uploads` blocks a peer may have asked of us and not
+//! cancelled (more drops it), one receive buffer of one message per connection. Timed: a peer
 //! silent for `idle_timeout` is dropped (keep-alives every 60 s keep ours
 //! alive), a request unanswered for `request_timeout` is asked elsewhere
 //! (three of those and the peer is dropped). A piece failing its SHA-1
@@ -137,9 +137,12 @@ pub(crate) struct Peer {
     pub peer_choking: bool,
     pub am_interested: bool,
     pub tx: Sender<Out>,
-    /// Blocks it asked for that the writer has not sent yet.
+    /// Blocks it asked for, not cancelled, that the writer has not sent
+    /// yet: what counts against `max_queued_uploads`.
+    pub uploads: HashSet<BlockRef>,
+    /// Blocks queued for the writer, cancelled ones included (those are
+    /// skipped when their turn comes); at most 4 × `max_queued_uploads`.
     pub queued: usize,
-    pub cancelled: HashSet<BlockRef>,
     pub stream: TcpStream,
     pub last_heard: Instant,
     pub strikes: u32,
@@ -472,8 +475,8 @@ impl Swarm {
             peer_choking: true,
             am_interested: false,
             tx,
+            uploads: HashSet::new(),
             queued: 0,
-            cancelled: HashSet::new(),
             revealed: HashSet::new(),
             shown: HashSet::new(),
             waiting: None,
@@ -618,20 +621,24 @@ impl Swarm {
                     // Not announced (or raced with our own announce): ignore.
                     return Ok(None);
                 }
-                if p.queued >= self.cfg.max_queued_uploads {
+                // A request it cancelled no longer counts: it asks again
+                // as soon as it cancels (a steal answered elsewhere, a
+                // time-out), while the writer may be seconds behind.
+                if p.uploads.len() >= self.cfg.max_queued_uploads
+                    || p.queued >= 4 * self.cfg.max_queued_uploads
+                {
                     return Err(format!(
                         "more than {} requests outstanding",
                         self.cfg.max_queued_uploads
                     ));
                 }
-                p.queued += 1;
-                p.cancelled.remove(&b);
-                let _ = p.tx.send(Out::Block(b));
+                if p.uploads.insert(b) {
+                    p.queued += 1;
+                    let _ = p.tx.send(Out::Block(b));
+                }
             }
             Message::Cancel(b) => {
-                if p.cancelled.len() < self.cfg.max_queued_uploads {
-                    p.cancelled.insert(b);
-                }
+                p.uploads.remove(&b);
             }
             Message::Piece {
                 index,
@@ -836,5 +843,4 @@ fn max_in_flight(piece_length: u32) -> usize {
 }
 
 #[cfg(test)]
-#[path = "reveal_tests.rs"]
-mod reveal_tests;
+mod tests;

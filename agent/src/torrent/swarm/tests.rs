@@ -1,6 +1,8 @@
-//! Super-seeding ([`Swarm::reveal`]): which pieces the seeder shows whom.
-//! Peers are registered directly (a loopback stream for each, their
-//! messages read from their channels) and report pieces with `have`.
+//! The swarm's bookkeeping without its threads: super-seeding
+//! ([`Swarm::reveal`], which pieces the seeder shows whom) and the
+//! accounting of a peer's requests. Peers are registered directly (a
+//! loopback stream for each, their messages read from their channels) and
+//! send messages through [`Swarm::on_message`]; no writer runs.
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::torrent::metainfo::Info;
+use crate::torrent::wire::MAX_BLOCK;
 
 /// A seeder's swarm of `pieces` pieces of `piece_length` bytes (their
 /// hashes do not matter: nothing is uploaded).
@@ -177,4 +180,60 @@ fn stragglers_are_covered_after_a_while() {
 fn sorted(mut v: Vec<u32>) -> Vec<u32> {
     v.sort_unstable();
     v
+}
+
+/// Requests a peer cancelled do not count against it while the writer is
+/// behind: a node that steals blocks and cancels them when they arrive
+/// elsewhere asks again at once, and two nodes of a 256 MiB benchmark
+/// swarm dropped (and banned) each other for "more than 512 requests
+/// outstanding". Live requests still do count.
+#[test]
+fn cancelled_requests_do_not_count_against_the_peer() {
+    let sw = seeder(64, 1 << 20);
+    let p = FakePeer::join(&sw, 1);
+    let block = |n: u32| BlockRef {
+        index: n / 64,
+        begin: (n % 64) * MAX_BLOCK,
+        length: MAX_BLOCK,
+    };
+    // Nothing is written (no writer runs): 1000 requests, each cancelled.
+    for n in 0..1000 {
+        sw.on_message(p.key, Message::Request(block(n))).unwrap();
+        sw.on_message(p.key, Message::Cancel(block(n))).unwrap();
+    }
+    // A block asked twice is queued once.
+    sw.on_message(p.key, Message::Request(block(0))).unwrap();
+    sw.on_message(p.key, Message::Request(block(0))).unwrap();
+    assert_eq!(sw.lock().peers[&p.key].uploads.len(), 1);
+    // 512 live requests are the limit.
+    for n in 1..512 {
+        sw.on_message(p.key, Message::Request(block(n))).unwrap();
+    }
+    let e = sw
+        .on_message(p.key, Message::Request(block(600)))
+        .unwrap_err();
+    assert!(e.contains("more than 512 requests outstanding"), "{e}");
+}
+
+/// The writer's queue holds cancelled requests until their turn: it is
+/// bounded too (4 × the limit), so request-and-cancel cannot fill memory.
+#[test]
+fn the_writers_queue_is_bounded_too() {
+    let sw = seeder(64, 1 << 20);
+    let p = FakePeer::join(&sw, 1);
+    let block = BlockRef {
+        index: 0,
+        begin: 0,
+        length: MAX_BLOCK,
+    };
+    let mut err = None;
+    for _ in 0..5000 {
+        if let Err(e) = sw.on_message(p.key, Message::Request(block)) {
+            err = Some(e);
+            break;
+        }
+        sw.on_message(p.key, Message::Cancel(block)).unwrap();
+    }
+    assert_eq!(sw.lock().peers[&p.key].queued, 2048);
+    assert!(err.is_some());
 }
