@@ -153,6 +153,9 @@ pub(crate) struct Peer {
     pub shown: HashSet<u32>,
     /// Super-seeding: its first missing piece, and since when.
     pub waiting: Option<(u32, Instant)>,
+    /// Super-seeding: when it last had a piece it was not shown here (it
+    /// trades), or joined.
+    pub traded_at: Instant,
 }
 
 impl Peer {
@@ -480,6 +483,7 @@ impl Swarm {
             revealed: HashSet::new(),
             shown: HashSet::new(),
             waiting: None,
+            traded_at: Instant::now(),
             stream: stream.try_clone().map_err(|e| e.to_string())?,
             last_heard: Instant::now(),
             strikes: 0,
@@ -578,6 +582,9 @@ impl Swarm {
             Message::Interested | Message::NotInterested => {}
             Message::Have(i) => {
                 p.shown.remove(&i);
+                if !p.revealed.contains(&i) {
+                    p.traded_at = Instant::now();
+                }
                 if p.has.set(i) {
                     if !p.seed {
                         st.picker.avail[i as usize] += 1;
@@ -732,7 +739,10 @@ impl Swarm {
     /// nobody has yet, shown that long ago (its holder is slow or gone),
     /// else the piece its disk has waited for that long. Pieces shown and
     /// never fetched go back to the pool when the peer leaves, and so do
-    /// pieces whose only holder left. A lone client still gets everything.
+    /// pieces whose only holder left. A peer that has not had a piece from
+    /// anyone else for [`RESHOW_AFTER`] cannot trade (its peers are
+    /// unreachable or banned it): it is shown what it lacks, in order, as
+    /// a plain seed would. A lone client still gets everything.
     ///
     /// (Before, a piece was chosen fewest-shown-first within 64 pieces of
     /// the peer's first missing piece, 4 per peer: that piece lags the
@@ -768,12 +778,18 @@ impl Swarm {
             }
         };
         let end = first.saturating_add(span).min(count);
+        let isolated = now.saturating_duration_since(p.traded_at) >= RESHOW_AFTER;
         while p.shown.len() < ahead {
             let unseen = |i: u32| !p.has.get(i) && !p.revealed.contains(&i);
             let fresh = (first..end)
                 .find(|&i| unseen(i) && picker.avail[i as usize] == 0 && given[i as usize] == 0);
             let i = match fresh {
                 Some(i) if in_flight < cap => i,
+                // It cannot trade: what it lacks, in order.
+                _ if isolated => match (first..end).find(|&i| unseen(i)) {
+                    Some(i) => i,
+                    None => break,
+                },
                 // Enough pieces on their way from here: it trades.
                 Some(_) => break,
                 None if p.shown.is_empty() => {

@@ -161,19 +161,26 @@ fn pieces_return_when_their_peer_leaves() {
 #[test]
 fn stragglers_are_covered_after_a_while() {
     let sw = seeder(8, 16 << 10);
+    let later = RESHOW_AFTER + Duration::from_secs(1);
+    // c trades all along (else it would be served as one that cannot).
+    let trading = |key: PeerKey| {
+        sw.lock().peers.get_mut(&key).unwrap().traded_at = Instant::now() + later;
+    };
     let b = FakePeer::join(&sw, 2);
     assert_eq!(b.shown().len(), 8);
     b.got(&sw, &[0, 1, 2, 3, 4, 5, 6]);
     let c = FakePeer::join(&sw, 3);
     tick(&sw, Duration::ZERO);
     assert!(c.shown().is_empty(), "7 is on its way to b; 0..6 are at b");
-    tick(&sw, RESHOW_AFTER + Duration::from_secs(1));
+    trading(c.key);
+    tick(&sw, later);
     assert_eq!(c.shown(), [7]);
     // c gets 7 and 1..6 from b, never 0 (b does not serve it).
     c.got(&sw, &[7, 1, 2, 3, 4, 5, 6]);
+    trading(c.key);
     tick(&sw, Duration::ZERO);
     assert!(c.shown().is_empty());
-    tick(&sw, RESHOW_AFTER + Duration::from_secs(1));
+    tick(&sw, later);
     assert_eq!(c.shown(), [0]);
 }
 
@@ -236,4 +243,24 @@ fn the_writers_queue_is_bounded_too() {
     }
     assert_eq!(sw.lock().peers[&p.key].queued, 2048);
     assert!(err.is_some());
+}
+
+/// A peer that has not had a piece from anyone else for `RESHOW_AFTER`
+/// (its peers are unreachable, or it banned them) is shown what it lacks,
+/// in order, at once; before, it got one piece per `RESHOW_AFTER` (its
+/// disk's next), and two benchmark nodes that had banned each other
+/// crawled for minutes.
+#[test]
+fn a_peer_that_cannot_trade_is_served_in_order() {
+    let sw = seeder(16, 16 << 10);
+    let a = FakePeer::join(&sw, 1);
+    let b = FakePeer::join(&sw, 2);
+    // a was alone when it came: it is shown everything.
+    let s = a.shown();
+    assert_eq!(s.len(), 16);
+    a.got(&sw, &s);
+    tick(&sw, Duration::ZERO);
+    assert!(b.shown().is_empty(), "b should get it all from a");
+    tick(&sw, RESHOW_AFTER + Duration::from_secs(1));
+    assert_eq!(b.shown(), (0..16).collect::<Vec<u32>>());
 }
