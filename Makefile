@@ -17,7 +17,7 @@ SERVER_BIN := target/release/drover-server
 APT_PACKAGES := qemu-system-x86 qemu-utils ipxe-qemu ipxe ovmf dnsmasq-base busybox-static \
 	gdisk e2fsprogs dosfstools mtools syslinux syslinux-common systemd-boot-efi \
 	linux-image-amd64 iproute2 file cpio udpcast gnuplot-nox \
-	mktorrent transmission-cli aria2 python3-libtorrent
+	mktorrent transmission-cli aria2 python3-libtorrent opentracker
 
 .PHONY: all setup agent initramfs server demo test lint unit qemu-test scale-test clean
 
