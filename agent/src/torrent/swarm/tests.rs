@@ -105,6 +105,11 @@ fn each_piece_is_shown_once_while_fresh_ones_remain() {
             // It gets what it was shown (and nothing else).
             p.got(&sw, &s);
         }
+        // Every piece shown: stop before the 5 s rules (a loaded CI
+        // machine can take that long) show stragglers again.
+        if all.len() >= 2048 {
+            break;
+        }
     }
     let distinct: HashSet<u32> = all.iter().copied().collect();
     assert_eq!(distinct.len(), all.len(), "shown twice: {all:?}");
