@@ -167,7 +167,7 @@ impl Swarm {
                             .and_then(|()| w.write_all(&data))
                             .is_ok();
                         if ok {
-                            self.lock().stats.uploaded += data.len() as u64;
+                            self.sent_block(key, b, data.len());
                         }
                         ok
                     }

@@ -20,7 +20,10 @@
 //! (three of those and the peer is dropped). A piece failing its SHA-1
 //! gets its sender dropped and its address banned (with several senders,
 //! each gets a strike; two strikes drop), and the blocks a dropped peer
-//! sent to other pieces still in memory are fetched again.
+//! sent to other pieces still in memory are fetched again. A peer sending
+//! more pieces than it was asked for, or a message the decoder refuses, is
+//! dropped too. A bitfield after the first message is taken as a batch of
+//! haves (stock clients send one again).
 
 mod announce;
 mod conn;
@@ -147,6 +150,10 @@ pub(crate) struct Peer {
     pub last_heard: Instant,
     pub strikes: u32,
     pub timeouts: u32,
+    /// Blocks asked of it, ever; it may send no more pieces than that.
+    pub requested: u64,
+    /// Piece messages it sent.
+    pub pieces_in: u64,
     /// Super-seeding: the pieces announced to it one by one.
     pub revealed: HashSet<u32>,
     /// Super-seeding: those of `revealed` it does not have yet.
@@ -156,6 +163,10 @@ pub(crate) struct Peer {
     /// Super-seeding: when it last had a piece it was not shown here (it
     /// trades), or joined.
     pub traded_at: Instant,
+    /// Super-seeding: bytes of shown pieces sent to it, while short of
+    /// the piece (a piece sent whole counts as had: see
+    /// [`Swarm::sent_block`]).
+    pub sent: HashMap<u32, u32>,
 }
 
 impl Peer {
@@ -403,6 +414,7 @@ impl Swarm {
             seed: p.seed,
         };
         let blocks = picker.pick(view, room, Instant::now());
+        p.requested += blocks.len() as u64;
         for b in blocks {
             p.send(&Message::Request(b));
         }
@@ -484,10 +496,13 @@ impl Swarm {
             shown: HashSet::new(),
             waiting: None,
             traded_at: Instant::now(),
+            sent: HashMap::new(),
             stream: stream.try_clone().map_err(|e| e.to_string())?,
             last_heard: Instant::now(),
             strikes: 0,
             timeouts: 0,
+            requested: 0,
+            pieces_in: 0,
         };
         // Our pieces, then unchoke: everyone may ask (module doc).
         if st.picker.have.count() > 0 && !self.superseed {
@@ -581,29 +596,27 @@ impl Swarm {
             }
             Message::Interested | Message::NotInterested => {}
             Message::Have(i) => {
-                p.shown.remove(&i);
-                if !p.revealed.contains(&i) {
-                    p.traded_at = Instant::now();
+                if self.peer_got(st, key, i) {
+                    self.refill(st, key);
                 }
-                if p.has.set(i) {
-                    if !p.seed {
-                        st.picker.avail[i as usize] += 1;
-                    }
-                    if !st.picker.have.get(i) {
-                        p.lacking += 1;
-                        if !p.am_interested {
-                            p.am_interested = true;
-                            p.send(&Message::Interested);
-                        }
-                    }
+                self.reveal(st, key, Instant::now());
+            }
+            // BEP 3 sends a bitfield first or not at all, but stock
+            // clients send one again later instead of many haves (aria2c
+            // does): the pieces it adds are had, as if announced one by
+            // one (a peer never loses a piece).
+            Message::Bitfield(bits) if p.has.count() > 0 => {
+                let bits = Bitfield::from_wire(self.info.piece_count(), bits);
+                let mut added = false;
+                for i in bits.iter() {
+                    added |= self.peer_got(st, key, i);
+                }
+                if added {
                     self.refill(st, key);
                 }
                 self.reveal(st, key, Instant::now());
             }
             Message::Bitfield(bits) => {
-                if p.has.count() > 0 {
-                    return Err("a second bitfield, or a bitfield after have".into());
-                }
                 p.has = Bitfield::from_wire(self.info.piece_count(), bits);
                 let has = &p.has;
                 p.shown.retain(|&i| !has.get(i));
@@ -652,6 +665,14 @@ impl Swarm {
                 begin,
                 block,
             } => {
+                // Each request gets one answer at most (even a cancelled
+                // one): more is a block never asked for.
+                p.pieces_in += 1;
+                if p.pieces_in > p.requested {
+                    return Err(format!(
+                        "sent piece {index} at {begin}, a block it was never asked for"
+                    ));
+                }
                 st.stats.downloaded += block.len() as u64;
                 match st.picker.received(key, index, begin, block) {
                     Received::Malformed => {
@@ -815,6 +836,62 @@ impl Swarm {
             in_flight += 1;
             p.send(&Message::Have(i));
         }
+    }
+
+    /// Peer `key` has piece `i` (a have, a later bitfield, or a shown
+    /// piece sent whole): counted, and we are interested if we lack it.
+    /// Whether it is news.
+    fn peer_got(&self, st: &mut State, key: PeerKey, i: u32) -> bool {
+        let Some(p) = st.peers.get_mut(&key) else {
+            return false;
+        };
+        p.shown.remove(&i);
+        p.sent.remove(&i);
+        if !p.revealed.contains(&i) {
+            p.traded_at = Instant::now();
+        }
+        if !p.has.set(i) {
+            return false;
+        }
+        if !p.seed {
+            st.picker.avail[i as usize] += 1;
+        }
+        if !st.picker.have.get(i) {
+            p.lacking += 1;
+            if !p.am_interested {
+                p.am_interested = true;
+                p.send(&Message::Interested);
+            }
+        }
+        true
+    }
+
+    /// Block `b` (`len` bytes) went out to peer `key`: counted; and when
+    /// super-seeding, a shown piece sent whole is had by the peer, and the
+    /// next is shown. Stock clients batch their haves (transmission every
+    /// 10 s): a seeder waiting for them would leave a lone client with
+    /// nothing to fetch meanwhile.
+    pub(crate) fn sent_block(&self, key: PeerKey, b: BlockRef, len: usize) {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        st.stats.uploaded += len as u64;
+        if !self.superseed {
+            return;
+        }
+        let Some(p) = st.peers.get_mut(&key) else {
+            return;
+        };
+        if !p.shown.contains(&b.index) {
+            return;
+        }
+        let sent = p.sent.entry(b.index).or_insert(0);
+        *sent = sent.saturating_add(len as u32);
+        if *sent < self.info.piece_size(b.index) {
+            return;
+        }
+        p.sent.remove(&b.index);
+        self.peer_got(st, key, b.index);
+        self.reveal(st, key, Instant::now());
     }
 
     /// Super-seeding: show pieces to the peers that have nothing shown
