@@ -1,7 +1,7 @@
-//! The real server's torrent and tracker with stock BitTorrent clients
-//! (Debian's aria2, python3-libtorrent, transmission-cli; `make setup`
-//! installs them), on loopback, with `[torrent] open = true` (stock
-//! clients have no node token):
+//! The real server's torrent, tracker and seeder with stock BitTorrent
+//! clients (Debian's aria2, python3-libtorrent, transmission-cli; `make
+//! setup` installs them), on loopback, with `[torrent] open = true`
+//! (stock clients have no node token):
 //!
 //! - the served `payload.torrent` reads the same in transmission-show and
 //!   libtorrent as in drover, announce = this server;
@@ -9,9 +9,12 @@
 //!   libtorrent's own `bdecode`;
 //! - aria2c announces and the tracker lists it to others;
 //! - libtorrent seeds the payload and aria2c downloads it through
-//!   drover's tracker, byte for byte (drover's own seeder comes next).
+//!   drover's tracker, byte for byte;
+//! - aria2c, libtorrent and transmission-cli each download the payload
+//!   from drover's own seeder (the only seed), byte for byte.
 //!
-//! A missing tool skips its part with a printed reason.
+//! A missing tool fails the test under CI (`CI` set: CI runs `make setup`
+//! first), and elsewhere skips its part with a printed reason.
 
 mod common;
 use common::serve;
@@ -38,13 +41,23 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Under CI every tool must be there (`.ci/run` runs `make setup`): a
+/// missing one fails the test rather than passing it unseen.
+fn missing(what: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(!ci, "{what} (CI is set: `make setup` installs it)");
+    eprintln!("SKIP: {what}");
+}
+
 fn have(tool: &str) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .output()
         .is_ok_and(|o| o.status.success());
     if !found {
-        eprintln!("SKIP: {tool} is not installed (apt-get install it, or run `make setup`)");
+        missing(&format!(
+            "{tool} is not installed (apt-get install it, or run `make setup`)"
+        ));
     }
     found
 }
@@ -61,7 +74,7 @@ fn libtorrent_python() -> Option<PathBuf> {
             return Some(py.into());
         }
     }
-    eprintln!("SKIP: no python3 can import libtorrent (apt-get install python3-libtorrent)");
+    missing("no python3 can import libtorrent (apt-get install python3-libtorrent)");
     None
 }
 
@@ -110,19 +123,24 @@ struct Lab {
     meta: Metainfo,
 }
 
-/// A server with an open tracker and demo@1.0 (a 2 MB payload).
-fn lab() -> Lab {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// `len` pseudo-random bytes (incompressible: the payload is as large).
+fn common_noise(len: usize) -> Vec<u8> {
     let mut x = 0x2545_f491u32;
-    let raw: Vec<u8> = (0..2_000_000)
+    (0..len)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
             x as u8
         })
-        .collect();
+        .collect()
+}
+
+/// A server with an open tracker, its seeder and demo@1.0 (a 2 MB payload).
+fn lab() -> Lab {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let raw = common_noise(2_000_000);
     std::fs::write(d.join("vmlinuz"), b"K").unwrap();
     let store = common::import_demo(d, &raw, "4M", &[]);
     let port = free_port();
@@ -133,11 +151,12 @@ fn lab() -> Lab {
             "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
              kernel = \"vmlinuz\"\ninitrd = \"vmlinuz\"\nstore = \"store\"\n\
              [deploy]\non_error = \"poweroff\"\n[torrent]\nopen = true\nannounce_interval = 5\n\
-             [chain]\nlisten = \"127.0.0.1:0\"\n"
+             seed_listen = \"127.0.0.1:0\"\n[chain]\nlisten = \"127.0.0.1:0\"\n"
         ),
     )
     .unwrap();
-    // (The chain head's port too is ephemeral: tests run in parallel.)
+    // (The seeder's and the chain head's ports too are ephemeral: tests
+    // run in parallel, and 6881, the seeder's default, may be taken.)
     let server = serve(&config);
     let addr = server.addr;
     let bytes = get(addr, "/images/demo/1.0/payload.torrent");
@@ -366,6 +385,328 @@ while True:
     eprintln!(
         "aria2c downloaded {} bytes via drover's tracker in {:.1?}",
         got.len(),
+        start.elapsed()
+    );
+}
+
+/// Wait for `p` to exit, at most `limit`; its status.
+fn wait_exit(p: &mut Proc, what: &str, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = p.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not finish in {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+impl Lab {
+    /// Where the tracker lists drover's seeder (first in every answer).
+    fn seeder(&self) -> SocketAddr {
+        let r = AnnounceReply::parse(&self.announce(9, 9, 1, Event::None)).unwrap();
+        self.announce(9, 9, 1, Event::Stopped);
+        r.peers.first().expect("the seeder is listed").addr
+    }
+
+    /// `dir/demo-1.0.payload` is the payload, byte for byte.
+    fn check_download(&self, dir: &Path, who: &str) {
+        let got = std::fs::read(dir.join("demo-1.0.payload"))
+            .unwrap_or_else(|e| panic!("{who} left no payload file: {e}"));
+        assert!(
+            got == std::fs::read(&self.payload).unwrap(),
+            "{who}: the downloaded payload differs"
+        );
+    }
+}
+
+#[test]
+fn aria2c_downloads_the_payload_from_drovers_seeder() {
+    if !have("aria2c") {
+        return;
+    }
+    let l = lab();
+    let seeder = l.seeder();
+    let dir = l.dir.path().join("aria2c");
+    let start = Instant::now();
+    let mut p = Proc(
+        Command::new("aria2c")
+            .args([
+                "--dir",
+                s(&dir),
+                "--seed-time=0",
+                "--enable-dht=false",
+                "--enable-dht6=false",
+                "--bt-enable-lpd=false",
+                "--enable-peer-exchange=false",
+                "--summary-interval=0",
+                "--console-log-level=warn",
+            ])
+            .arg(format!("--listen-port={}", free_port()))
+            .arg(&l.torrent)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let status = wait_exit(&mut p, "aria2c", Duration::from_secs(120));
+    assert!(status.success(), "aria2c: {status}");
+    l.check_download(&dir, "aria2c");
+    eprintln!(
+        "aria2c downloaded the payload from drover's seeder ({seeder}) in {:.1?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn libtorrent_downloads_the_payload_from_drovers_seeder() {
+    let Some(py) = libtorrent_python() else {
+        return;
+    };
+    let l = lab();
+    let seeder = l.seeder();
+    let dir = l.dir.path().join("libtorrent");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Until the torrent is complete (libtorrent checks every piece's
+    // SHA-1 as it arrives); the payload bytes it downloaded. drover's
+    // seeder is the only peer the tracker lists.
+    let script = r#"
+import sys, time, libtorrent as lt
+s = lt.session({'listen_interfaces': '127.0.0.1:' + sys.argv[3], 'enable_dht': False,
+                'enable_lsd': False, 'enable_upnp': False, 'enable_natpmp': False})
+h = s.add_torrent({'ti': lt.torrent_info(sys.argv[1]), 'save_path': sys.argv[2]})
+deadline = time.time() + 100
+while not h.status().is_seeding:
+    if time.time() > deadline:
+        st = h.status()
+        sys.exit('not complete: %s %.2f %s' % (st.state, st.progress, st.errc.message()))
+    time.sleep(0.2)
+print(h.status().total_payload_download)
+"#;
+    let start = Instant::now();
+    let out = Command::new(&py)
+        .args(["-c", script])
+        .arg(&l.torrent)
+        .arg(&dir)
+        .arg(free_port().to_string())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "libtorrent: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    l.check_download(&dir, "libtorrent");
+    let bytes: u64 = stdout.trim().parse().unwrap();
+    assert!(bytes >= l.meta.info.length, "{bytes} bytes downloaded");
+    eprintln!(
+        "libtorrent downloaded {bytes} bytes from drover's seeder ({seeder}) in {:.1?}",
+        start.elapsed()
+    );
+}
+
+/// The last lines of a log that redraws its line with `\r`.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .split(['\r', '\n'])
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(8)..].join("\n")
+}
+
+/// A private network namespace (`unshare --net`, root only) whose
+/// loopback also answers at [`NETNS_IP`]; processes join it with
+/// `nsenter`. It ends with this value (`--kill-child`).
+struct Netns {
+    holder: Proc,
+    pid: String,
+}
+
+/// The namespace's own address: not 127/8, which transmission will not
+/// take a peer from (a "martian" to it), and reachable from nowhere else.
+const NETNS_IP: &str = "10.213.0.1";
+
+impl Netns {
+    fn new() -> Option<Netns> {
+        let mut child = Command::new("unshare")
+            .args(["--net", "--fork", "--kill-child", "sh", "-c"])
+            .arg(format!(
+                "ip link set lo up && ip addr add {NETNS_IP}/32 dev lo && echo $$ && exec sleep 600"
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok()?;
+        let mut out = child.stdout.take().unwrap();
+        let mut holder = Proc(child);
+        let mut pid = String::new();
+        let mut b = [0u8; 1];
+        while out.read(&mut b).ok()? == 1 && b[0] != b'\n' {
+            pid.push(b[0] as char);
+        }
+        if pid.trim().parse::<u32>().is_err() {
+            let _ = holder.0.kill();
+            let mut err = String::new();
+            let _ = holder.0.stderr.take().unwrap().read_to_string(&mut err);
+            missing(&format!(
+                "no private network namespace (needs root, unshare and ip): {}",
+                err.trim()
+            ));
+            return None;
+        }
+        Some(Netns {
+            holder,
+            pid: pid.trim().to_owned(),
+        })
+    }
+
+    /// `program` to run inside the namespace.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let _ = &self.holder;
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.pid, "-n"]).arg(program);
+        c
+    }
+}
+
+/// transmission-cli takes no peer on 127/8, so this lab is a private
+/// network namespace of its own (root, as `make test` is): the server
+/// and transmission-cli run in it, at [`NETNS_IP`].
+#[test]
+fn transmission_downloads_the_payload_from_drovers_seeder() {
+    if !have("transmission-cli") {
+        return;
+    }
+    let Some(ns) = Netns::new() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let raw = common_noise(2_000_000);
+    std::fs::write(d.join("vmlinuz"), b"K").unwrap();
+    // 256 KiB pieces: the seeder shows a peer 4 pieces at a time, and
+    // transmission asks for what it was shown about once a second; with
+    // 16 KiB pieces that is 64 KiB/s (a deployment's pieces are larger,
+    // and drover's nodes ask at once).
+    let store = common::import_demo(d, &raw, "4M", &["--piece-length", "256K"]);
+    let url = format!("http://{NETNS_IP}:8080");
+    let config = d.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{NETNS_IP}:8080\"\npublic_url = \"{url}\"\n\
+             kernel = \"vmlinuz\"\ninitrd = \"vmlinuz\"\nstore = \"store\"\n\
+             [deploy]\non_error = \"poweroff\"\n[torrent]\nopen = true\nannounce_interval = 5\n\
+             seed_listen = \"{NETNS_IP}:6881\"\n[chain]\nlisten = \"{NETNS_IP}:7150\"\n"
+        ),
+    )
+    .unwrap();
+    let server_log = d.join("server.log");
+    let mut server = Proc(
+        ns.command(common::BIN)
+            .args(["serve", "--config", s(&config)])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&server_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(
+        "the server in the namespace",
+        Duration::from_secs(30),
+        || {
+            if let Some(status) = server.0.try_wait().unwrap() {
+                panic!("the server exited ({status}): {}", tail(&server_log));
+            }
+            std::fs::read_to_string(&server_log)
+                .unwrap_or_default()
+                .contains("torrent seeder on")
+        },
+    );
+    // The stored torrent with the announce URL the server would add.
+    let torrent = d.join("served.torrent");
+    let stored = std::fs::read(store.join("demo/1.0/payload.torrent")).unwrap();
+    let served =
+        drover_agent::torrent::metainfo::with_announce(&stored, &format!("{url}/announce"))
+            .unwrap();
+    std::fs::write(&torrent, served).unwrap();
+
+    let dl = d.join("transmission");
+    let tconfig = d.join("transmission-config");
+    std::fs::create_dir_all(&dl).unwrap();
+    std::fs::create_dir_all(&tconfig).unwrap();
+    // Nothing but the tracker: no DHT, local peer discovery, PEX or uTP.
+    std::fs::write(
+        tconfig.join("settings.json"),
+        r#"{"dht-enabled": false, "lpd-enabled": false, "pex-enabled": false,
+            "utp-enabled": false, "port-forwarding-enabled": false,
+            "rpc-enabled": false, "speed-limit-up-enabled": false}"#,
+    )
+    .unwrap();
+    // transmission-cli seeds forever once done: its finish script says
+    // when, and the test ends it.
+    let done = d.join("transmission.done");
+    let script = d.join("finished.sh");
+    std::fs::write(&script, format!("#!/bin/sh\ntouch '{}'\n", s(&done))).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let log = d.join("transmission.log");
+    let start = Instant::now();
+    let mut p = Proc(
+        ns.command("transmission-cli")
+            .args([
+                "-g",
+                s(&tconfig),
+                "-w",
+                s(&dl),
+                "-M",
+                "-et",
+                "-f",
+                s(&script),
+            ])
+            .args(["-p", "51413"])
+            .arg(&torrent)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    while !done.exists() {
+        if let Some(status) = p.0.try_wait().unwrap() {
+            panic!(
+                "transmission-cli exited ({status}) before finishing:\n{}",
+                tail(&log)
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "transmission-cli did not finish in 120 s:\n{}\nthe server's warnings:\n{}",
+            tail(&log),
+            std::fs::read_to_string(&server_log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("WARN"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = std::fs::read(dl.join("demo-1.0.payload")).unwrap();
+    assert!(
+        got == std::fs::read(store.join("demo/1.0/payload")).unwrap(),
+        "transmission-cli: the downloaded payload differs"
+    );
+    eprintln!(
+        "transmission-cli downloaded the payload from drover's seeder ({NETNS_IP}:6881) in {:.1?}",
         start.elapsed()
     );
 }
