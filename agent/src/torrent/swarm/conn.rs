@@ -22,8 +22,11 @@ use crate::torrent::wire::{
 pub enum Out {
     /// An encoded message.
     Bytes(Vec<u8>),
-    /// A block the peer asked for, read from the store when sent.
-    Block(BlockRef),
+    /// The peer's queue of requests ([`super::Peer::uploads`]) has blocks
+    /// to send: read from the store one by one as they are sent. Sent
+    /// once until the writer finds the queue empty, so cancelled requests
+    /// leave nothing behind in the channel.
+    Uploads,
 }
 
 /// Keep-alive after this much silence on our side (BEP 3: two minutes).
@@ -160,19 +163,7 @@ impl Swarm {
             };
             let ok = match out {
                 Out::Bytes(b) => w.write_all(&b).is_ok(),
-                Out::Block(b) => match self.take_upload(key, b) {
-                    Some(data) => {
-                        let ok = w
-                            .write_all(&piece_header(b.index, b.begin, b.length))
-                            .and_then(|()| w.write_all(&data))
-                            .is_ok();
-                        if ok {
-                            self.sent_block(key, b, data.len());
-                        }
-                        ok
-                    }
-                    None => true,
-                },
+                Out::Uploads => self.write_uploads(key, &mut w, &rx),
             };
             if !ok {
                 break;
@@ -192,19 +183,53 @@ impl Swarm {
         let _ = s.shutdown(Shutdown::Both);
     }
 
-    /// The bytes of a block `key` asked for, unless it cancelled it or the
-    /// store no longer has it.
-    fn take_upload(&self, key: PeerKey, b: BlockRef) -> Option<Vec<u8>> {
-        {
-            let mut st = self.lock();
-            let p = st.peers.get_mut(&key)?;
-            p.queued = p.queued.saturating_sub(1);
-            if !p.uploads.remove(&b) {
-                // Cancelled (or asked twice and sent already).
-                return None;
+    /// Send the blocks `key` asked for until its queue is empty (messages
+    /// queued meanwhile go out between blocks). Whether the socket held.
+    fn write_uploads(
+        &self,
+        key: PeerKey,
+        w: &mut BufWriter<&TcpStream>,
+        rx: &Receiver<Out>,
+    ) -> bool {
+        while let Some((b, data)) = self.take_upload(key) {
+            let ok = w
+                .write_all(&piece_header(b.index, b.begin, b.length))
+                .and_then(|()| w.write_all(&data))
+                .is_ok();
+            if !ok {
+                return false;
+            }
+            self.sent_block(key, b, data.len());
+            while let Ok(Out::Bytes(m)) = rx.try_recv() {
+                if w.write_all(&m).is_err() {
+                    return false;
+                }
             }
         }
-        self.store.read(b.index, b.begin, b.length)
+        true
+    }
+
+    /// The next block `key` asked for and its bytes (a block the store no
+    /// longer has is skipped: the asker times out and asks elsewhere);
+    /// `None` when its queue is empty, and the next request wakes the
+    /// writer again.
+    fn take_upload(&self, key: PeerKey) -> Option<(BlockRef, Vec<u8>)> {
+        loop {
+            let b = {
+                let mut st = self.lock();
+                let p = st.peers.get_mut(&key)?;
+                match p.uploads.pop_front() {
+                    Some(b) => b,
+                    None => {
+                        p.woken = false;
+                        return None;
+                    }
+                }
+            };
+            if let Some(data) = self.store.read(b.index, b.begin, b.length) {
+                return Some((b, data));
+            }
+        }
     }
 
     /// Accept peers on `listener` for this torrent until the swarm stops.

@@ -28,7 +28,7 @@
 mod announce;
 mod conn;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -141,11 +141,12 @@ pub(crate) struct Peer {
     pub am_interested: bool,
     pub tx: Sender<Out>,
     /// Blocks it asked for, not cancelled, that the writer has not sent
-    /// yet: what counts against `max_queued_uploads`.
-    pub uploads: HashSet<BlockRef>,
-    /// Blocks queued for the writer, cancelled ones included (those are
-    /// skipped when their turn comes); at most 4 × `max_queued_uploads`.
-    pub queued: usize,
+    /// yet, in the order asked: what counts against `max_queued_uploads`,
+    /// and what the writer sends next. A cancel takes its block out.
+    pub uploads: VecDeque<BlockRef>,
+    /// The writer was told there are uploads ([`Out::Uploads`]) and has
+    /// not yet found the queue empty: no need to tell it again.
+    pub woken: bool,
     pub stream: TcpStream,
     pub last_heard: Instant,
     pub strikes: u32,
@@ -490,8 +491,8 @@ impl Swarm {
             peer_choking: true,
             am_interested: false,
             tx,
-            uploads: HashSet::new(),
-            queued: 0,
+            uploads: VecDeque::new(),
+            woken: false,
             revealed: HashSet::new(),
             shown: HashSet::new(),
             waiting: None,
@@ -641,24 +642,29 @@ impl Swarm {
                     // Not announced (or raced with our own announce): ignore.
                     return Ok(None);
                 }
-                // A request it cancelled no longer counts: it asks again
-                // as soon as it cancels (a steal answered elsewhere, a
-                // time-out), while the writer may be seconds behind.
-                if p.uploads.len() >= self.cfg.max_queued_uploads
-                    || p.queued >= 4 * self.cfg.max_queued_uploads
-                {
+                // The queue holds requests not yet sent nor cancelled, so
+                // what counts is what the requester has in flight, however
+                // far behind the writer is (a peer asks again as soon as it
+                // cancels: a steal answered elsewhere, a time-out).
+                if p.uploads.contains(&b) {
+                    return Ok(None);
+                }
+                if p.uploads.len() >= self.cfg.max_queued_uploads {
                     return Err(format!(
                         "more than {} requests outstanding",
                         self.cfg.max_queued_uploads
                     ));
                 }
-                if p.uploads.insert(b) {
-                    p.queued += 1;
-                    let _ = p.tx.send(Out::Block(b));
+                p.uploads.push_back(b);
+                if !p.woken {
+                    p.woken = true;
+                    let _ = p.tx.send(Out::Uploads);
                 }
             }
             Message::Cancel(b) => {
-                p.uploads.remove(&b);
+                if let Some(at) = p.uploads.iter().position(|q| *q == b) {
+                    p.uploads.remove(at);
+                }
             }
             Message::Piece {
                 index,
