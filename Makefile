@@ -23,9 +23,13 @@ APT_PACKAGES := qemu-system-x86 qemu-utils ipxe-qemu ipxe ovmf dnsmasq-base busy
 
 all: initramfs server
 
+# qemu-utils/bookworm: a machine may come with a newer qemu-utils (from
+# bookworm-backports) that Breaks Debian 12's qemu-system-x86; the two must
+# be one QEMU, so take Debian's (a downgrade where needed).
 setup:
 	apt-get update
-	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(APT_PACKAGES)
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends --allow-downgrades \
+		$(filter-out qemu-utils,$(APT_PACKAGES)) qemu-utils/bookworm
 	rustup target add $(MUSL)
 
 # The agent: one static musl binary, checked to really be static.
