@@ -23,10 +23,15 @@ fn connect(lab: &Lab) -> TcpStream {
 }
 
 fn hello(session: &str, want: u32) -> Vec<u8> {
+    hello_v(session, want, drover_agent::chain::frame::VERSION)
+}
+
+fn hello_v(session: &str, want: u32, version: u8) -> Vec<u8> {
     Frame::Hello(Hello {
         session: session.parse().unwrap(),
         mac: mac(1),
         want,
+        version,
     })
     .encode()
 }
@@ -40,8 +45,9 @@ mod chain {
         let lab = Lab::new(2, session_config(1), None);
         let total = lab.manifest.chunks.len() as u32;
         let limit = drover_agent::chain::frame::limit_for(&lab.manifest);
+        // Version 1: each chunk one CHUNK frame.
         let mut s = connect(&lab);
-        s.write_all(&hello("chaintest@1.0", 5)).unwrap();
+        s.write_all(&hello_v("chaintest@1.0", 5, 1)).unwrap();
         assert_eq!(
             read_frame(&mut s, limit).unwrap(),
             Frame::Welcome { start: 5, total }
@@ -58,6 +64,41 @@ mod chain {
             }
         }
         // Then it closes.
+        assert!(read_frame(&mut s, limit).is_err());
+
+        // Version 2: each chunk in PARTs of at most PART_MAX, in order.
+        let mut s = connect(&lab);
+        s.write_all(&hello("chaintest@1.0", 5)).unwrap();
+        assert_eq!(
+            read_frame(&mut s, limit).unwrap(),
+            Frame::Welcome { start: 5, total }
+        );
+        let mut parts = 0;
+        for i in 5..total {
+            let e = &lab.manifest.chunks[i as usize];
+            let want = &lab.payload[e.offset as usize..(e.offset + e.length) as usize];
+            let mut got = Vec::new();
+            while got.len() < want.len() {
+                match read_frame(&mut s, limit).unwrap() {
+                    Frame::Part {
+                        index,
+                        offset,
+                        bytes,
+                    } => {
+                        assert_eq!((index, offset as usize), (i, got.len()));
+                        assert!(bytes.len() <= drover_agent::chain::frame::PART_MAX);
+                        got.extend_from_slice(&bytes);
+                        parts += 1;
+                    }
+                    other => panic!("chunk {i}: got {other:?}"),
+                }
+            }
+            assert!(got == want, "chunk {i} differs");
+        }
+        assert!(
+            parts > total - 5,
+            "chunks over 64 KiB come in several parts"
+        );
         assert!(read_frame(&mut s, limit).is_err());
 
         // Asking for the end: welcome, nothing else.

@@ -40,10 +40,16 @@ mod chain {
             lab.check_output(n);
         }
         // Only the first node read from the head; each forwarded everything
-        // to the next (the tail to nobody).
+        // to the next (the tail to nobody), and parts of chunks it did not
+        // have whole yet (cut-through).
         let forwarded: Vec<u64> = nodes.iter().map(|n| n.handle.stats().forwarded).collect();
         let total = lab.manifest.chunks.len() as u64;
         assert_eq!(forwarded, [total, total, total, total, total, 0]);
+        for n in &nodes[..5] {
+            let s = n.handle.stats();
+            assert!(s.parts_ahead > 0, "node {}: {s:?}", n.i);
+            assert_eq!(s.restarts, 0, "node {}: {s:?}", n.i);
+        }
         for n in lab.status().nodes {
             assert_eq!(n.state, "left", "{n:?}");
         }
@@ -106,8 +112,8 @@ mod chain {
         let mut relays = vec![relay_config(); 4];
         // Node 2 verifies what it receives but flips a bit in everything it
         // forwards from chunk 10 on.
-        relays[1].forward_tap = Some(std::sync::Arc::new(|i, bytes: &mut Vec<u8>| {
-            if i >= 10 {
+        relays[1].forward_tap = Some(std::sync::Arc::new(|i, offset, bytes: &mut Vec<u8>| {
+            if i >= 10 && offset == 0 {
                 bytes[0] ^= 1;
             }
         }));
@@ -125,6 +131,14 @@ mod chain {
                     stats.corrupt >= 2,
                     "node 3 refused the bad chunks: {stats:?}"
                 );
+                // It had forwarded their first parts: it started them over.
+                assert!(stats.restarts >= 2, "{stats:?}");
+            }
+            if n.i == 4 {
+                // Behind node 3, it was sent the bad chunks' first parts
+                // but never a bad chunk whole: nothing to refuse, nobody
+                // blamed.
+                assert_eq!((stats.corrupt, stats.reports), (0, 0), "{stats:?}");
             }
         }
         let st = lab.status();

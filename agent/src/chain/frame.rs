@@ -8,16 +8,34 @@
 //! REFUSE    3  code:u8 oldest:u32 msg_len:u16 msg
 //! CHUNK     4  index:u32 bytes…               (the rest of the frame)
 //! KEEPALIVE 5  have:u32
+//! PART      6  index:u32 offset:u32 bytes…    (version 2)
 //! ```
 //!
 //! A downstream opens the connection and sends HELLO (its session, its MAC
 //! and the first chunk it still needs); the upstream answers WELCOME and
-//! then CHUNK frames from `want` on, in order, with a KEEPALIVE whenever it
+//! then the chunks from `want` on, in order, with a KEEPALIVE whenever it
 //! has had nothing to send for a while; or REFUSE and closes. The limit is
 //! [`CONTROL_LIMIT`] for what an upstream reads (only HELLO) and
 //! [`limit_for`] the manifest's largest chunk for what a downstream reads.
 //! The decoder never allocates more than the limit and never panics
 //! ([`decode`] is the fuzz entry).
+//!
+//! **Cut-through (version 2).** A version-1 downstream gets each chunk as
+//! one CHUNK frame, sent once the upstream has verified it: every hop of a
+//! chain then costs a whole chunk's transfer time before the next hop can
+//! start (32 nodes, 1 MiB chunks at 16 Mbit/s: 17 s before the last node
+//! gets its first byte). A version-2 downstream gets chunks as PART frames
+//! of at most [`PART_MAX`] bytes, forwarded as they arrive, before the
+//! upstream could check them: the chain fills in one part's time per hop.
+//! Verification is unchanged — every node checks every whole chunk against
+//! the manifest before using or completing it — because of two rules:
+//! an upstream sends the part that *completes* a chunk only once it has
+//! verified that chunk itself, and a PART at offset 0 (or a CHUNK) starts
+//! the chunk over (the downstream drops what it had of it). An upstream
+//! whose own copy of a chunk failed, or whose upstream vanished mid-chunk,
+//! starts it over from its next source: its downstreams never complete a
+//! chunk it has not verified, so a bad chunk is only ever blamed on the
+//! node that really sent it whole.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -29,8 +47,13 @@ use crate::image::{is_component, Manifest};
 
 /// HELLO's first bytes: a stray connection fails at once.
 pub const MAGIC: [u8; 4] = *b"DRVC";
-/// The protocol version HELLO carries; another is refused.
-pub const VERSION: u8 = 1;
+/// The newest protocol version, the one HELLO carries; 1 and 2 are
+/// accepted (see the module documentation).
+pub const VERSION: u8 = 2;
+/// A PART frame's data is at most this long.
+pub const PART_MAX: usize = 64 << 10;
+/// Bytes before a PART's data: length, kind, index, offset.
+pub const PART_HEADER: usize = 13;
 /// The largest non-CHUNK frame (a REFUSE with its longest message).
 pub const CONTROL_LIMIT: usize = 2048;
 /// REFUSE messages are cut to this many bytes (on a char boundary).
@@ -43,6 +66,7 @@ const WELCOME: u8 = 2;
 const REFUSE: u8 = 3;
 const CHUNK: u8 = 4;
 const KEEPALIVE: u8 = 5;
+const PART: u8 = 6;
 
 /// `NAME@VERSION`, both [`is_component`]: which image a connection is
 /// about (a chain session is keyed by it).
@@ -92,6 +116,8 @@ pub struct Hello {
     pub mac: MacAddr,
     /// The first chunk it still needs.
     pub want: u32,
+    /// Its protocol version: 2 takes PART frames.
+    pub version: u8,
 }
 
 /// Why an upstream will not serve (after HELLO) or stops serving.
@@ -165,6 +191,13 @@ pub enum Frame {
     KeepAlive {
         have: u32,
     },
+    /// Bytes `offset..` of chunk `index` (at most [`PART_MAX`]); offset 0
+    /// starts the chunk over.
+    Part {
+        index: u32,
+        offset: u32,
+        bytes: Vec<u8>,
+    },
 }
 
 /// Bytes that are not a frame.
@@ -190,11 +223,15 @@ pub enum ReadError {
 }
 
 /// The frame limit a downstream uses for `manifest`'s image: its largest
-/// chunk plus the CHUNK header, at least [`CONTROL_LIMIT`].
+/// chunk plus the CHUNK header, at least [`CONTROL_LIMIT`] and a whole
+/// PART.
 pub fn limit_for(manifest: &Manifest) -> usize {
     let largest = manifest.chunks.iter().map(|c| c.length).max().unwrap_or(0);
     let largest = usize::try_from(largest).unwrap_or(usize::MAX);
-    largest.saturating_add(CHUNK_HEADER - 4).max(CONTROL_LIMIT)
+    largest
+        .saturating_add(CHUNK_HEADER - 4)
+        .max(CONTROL_LIMIT)
+        .max(PART_MAX + PART_HEADER - 4)
 }
 
 impl Frame {
@@ -205,7 +242,7 @@ impl Frame {
             Frame::Hello(h) => {
                 b.push(HELLO);
                 b.extend_from_slice(&MAGIC);
-                b.push(VERSION);
+                b.push(h.version);
                 b.extend_from_slice(&h.mac.0);
                 b.extend_from_slice(&h.want.to_be_bytes());
                 let s = h.session.as_str().as_bytes();
@@ -235,6 +272,15 @@ impl Frame {
                 b.push(KEEPALIVE);
                 b.extend_from_slice(&have.to_be_bytes());
             }
+            Frame::Part {
+                index,
+                offset,
+                bytes,
+            } => {
+                b.truncate(0);
+                b.extend_from_slice(&part_header(*index, *offset, bytes.len()));
+                b.extend_from_slice(bytes);
+            }
         }
         let len = (b.len() - 4) as u32;
         b[..4].copy_from_slice(&len.to_be_bytes());
@@ -250,6 +296,17 @@ pub fn chunk_header(index: u32, len: usize) -> [u8; CHUNK_HEADER] {
     h[..4].copy_from_slice(&frame_len.to_be_bytes());
     h[4] = CHUNK;
     h[5..].copy_from_slice(&index.to_be_bytes());
+    h
+}
+
+/// A PART frame's first bytes; its `len` data bytes follow.
+pub fn part_header(index: u32, offset: u32, len: usize) -> [u8; PART_HEADER] {
+    let mut h = [0u8; PART_HEADER];
+    let frame_len = u32::try_from(len.saturating_add(PART_HEADER - 4)).unwrap_or(u32::MAX);
+    h[..4].copy_from_slice(&frame_len.to_be_bytes());
+    h[4] = PART;
+    h[5..9].copy_from_slice(&index.to_be_bytes());
+    h[9..].copy_from_slice(&offset.to_be_bytes());
     h
 }
 
@@ -300,6 +357,19 @@ pub fn decode_body(mut body: Vec<u8>) -> Result<Frame, FrameError> {
         body.drain(..5);
         return Ok(Frame::Chunk { index, bytes: body });
     }
+    if kind == PART {
+        let mut c = Cursor::new("PART", &body[1..]);
+        let (index, offset) = (c.u32()?, c.u32()?);
+        if c.rest.len() > PART_MAX {
+            return Err(c.bad(format!("{} data bytes, at most {PART_MAX}", c.rest.len())));
+        }
+        body.drain(..PART_HEADER - 4);
+        return Ok(Frame::Part {
+            index,
+            offset,
+            bytes: body,
+        });
+    }
     let name = match kind {
         HELLO => "HELLO",
         WELCOME => "WELCOME",
@@ -314,9 +384,9 @@ pub fn decode_body(mut body: Vec<u8>) -> Result<Frame, FrameError> {
                 return Err(c.bad("not a drover chain HELLO (magic)"));
             }
             let version = c.u8()?;
-            if version != VERSION {
+            if !(1..=VERSION).contains(&version) {
                 return Err(c.bad(format!(
-                    "protocol version {version}, this side speaks {VERSION}"
+                    "protocol version {version}, this side speaks 1 to {VERSION}"
                 )));
             }
             let mac = MacAddr(c.take(6)?.try_into().unwrap_or_default());
@@ -326,7 +396,12 @@ pub fn decode_body(mut body: Vec<u8>) -> Result<Frame, FrameError> {
                 .map_err(|_| c.bad("session is not UTF-8"))?
                 .parse()
                 .map_err(|e: String| c.bad(e))?;
-            Frame::Hello(Hello { session, mac, want })
+            Frame::Hello(Hello {
+                session,
+                mac,
+                want,
+                version,
+            })
         }
         WELCOME => Frame::Welcome {
             start: c.u32()?,
@@ -422,6 +497,26 @@ pub fn write_frame(w: &mut impl Write, f: &Frame) -> io::Result<()> {
 pub fn write_chunk(w: &mut impl Write, index: u32, bytes: &[u8]) -> io::Result<()> {
     w.write_all(&chunk_header(index, bytes.len()))?;
     w.write_all(bytes)
+}
+
+/// Write `bytes`, which start at `offset` of chunk `index`, as PART frames
+/// of at most `max` bytes (clamped to 1..=[`PART_MAX`]), without copying
+/// them.
+pub fn write_parts(
+    w: &mut impl Write,
+    index: u32,
+    offset: usize,
+    bytes: &[u8],
+    max: usize,
+) -> io::Result<()> {
+    let max = max.clamp(1, PART_MAX);
+    for (i, part) in bytes.chunks(max).enumerate() {
+        let at = offset + i * max;
+        let at = u32::try_from(at).map_err(|_| io::Error::other("chunk offset past 4 GiB"))?;
+        w.write_all(&part_header(index, at, part.len()))?;
+        w.write_all(part)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

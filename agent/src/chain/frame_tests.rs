@@ -17,6 +17,7 @@ fn captured_bytes() {
                 session: session("demo@1.0"),
                 mac: MAC,
                 want: 7,
+                version: 1,
             }),
             [
                 &[0, 0, 0, 26, 1][..],
@@ -59,6 +60,14 @@ fn captured_bytes() {
             Frame::KeepAlive { have: 9 },
             vec![0, 0, 0, 5, 5, 0, 0, 0, 9],
         ),
+        (
+            Frame::Part {
+                index: 258,
+                offset: 0x10000,
+                bytes: b"ab".to_vec(),
+            },
+            [&[0, 0, 0, 11, 6, 0, 0, 1, 2, 0, 1, 0, 0][..], b"ab"].concat(),
+        ),
     ];
     for (frame, bytes) in cases {
         assert_eq!(frame.encode(), bytes, "{frame:?}");
@@ -84,6 +93,7 @@ fn refusals() {
         session: session("a@b"),
         mac: MAC,
         want: 0,
+        version: VERSION,
     })
     .encode();
     let with = |at: usize, v: u8| {
@@ -113,9 +123,19 @@ fn refusals() {
             "malformed HELLO frame: not a drover chain HELLO (magic)",
         ),
         (
-            with(9, 2),
+            with(9, 3),
             100,
-            "malformed HELLO frame: protocol version 2, this side speaks 1",
+            "malformed HELLO frame: protocol version 3, this side speaks 1 to 2",
+        ),
+        (
+            with(9, 0),
+            100,
+            "malformed HELLO frame: protocol version 0, this side speaks 1 to 2",
+        ),
+        (
+            vec![0, 0, 0, 8, 6, 0, 0, 0, 0, 0, 0, 0],
+            100,
+            "malformed PART frame: truncated",
         ),
         (long_session, 100, "malformed HELLO frame: 1 trailing bytes"),
         (
@@ -144,6 +164,52 @@ fn refusals() {
         assert!(err.starts_with(want), "{bytes:?}: {err}");
         assert!(read_frame(&mut &bytes[..], limit).is_err());
     }
+    // A PART carries at most PART_MAX bytes, whatever the frame limit.
+    let big = Frame::Part {
+        index: 0,
+        offset: 0,
+        bytes: vec![0; PART_MAX + 1],
+    }
+    .encode();
+    let err = decode(&big, 1 << 20).unwrap_err().to_string();
+    assert!(
+        err.starts_with("malformed PART frame: 65537 data bytes, at most 65536"),
+        "{err}"
+    );
+}
+
+#[test]
+fn parts_cover_a_chunk_in_order() {
+    let data: Vec<u8> = (0..PART_MAX * 2 + 5).map(|i| i as u8).collect();
+    let mut wire = Vec::new();
+    write_parts(&mut wire, 3, 0, &data[..PART_MAX + 1], PART_MAX).unwrap();
+    write_parts(
+        &mut wire,
+        3,
+        PART_MAX + 1,
+        &data[PART_MAX + 1..],
+        usize::MAX,
+    )
+    .unwrap();
+    let mut r = &wire[..];
+    let mut got = Vec::new();
+    let mut offsets = Vec::new();
+    while !r.is_empty() {
+        match read_frame(&mut r, PART_MAX + PART_HEADER).unwrap() {
+            Frame::Part {
+                index: 3,
+                offset,
+                bytes,
+            } => {
+                assert_eq!(offset as usize, got.len());
+                offsets.push(offset as usize);
+                got.extend_from_slice(&bytes);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, data);
+    assert_eq!(offsets, [0, PART_MAX, PART_MAX + 1, 2 * PART_MAX + 1]);
 }
 
 #[test]
@@ -170,6 +236,7 @@ fn session_ids() {
         session: session(&long),
         mac: MAC,
         want: 1,
+        version: VERSION,
     });
     assert!(f.encode().len() <= CONTROL_LIMIT);
 }
@@ -178,13 +245,16 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
     let session = ("[a-z][a-z0-9._-]{0,19}", "[0-9][a-z0-9._-]{0,10}")
         .prop_map(|(n, v)| format!("{n}@{v}").parse::<SessionId>().unwrap());
     prop_oneof![
-        (session, any::<[u8; 6]>(), any::<u32>()).prop_map(|(session, mac, want)| {
-            Frame::Hello(Hello {
-                session,
-                mac: MacAddr(mac),
-                want,
-            })
-        }),
+        (session, any::<[u8; 6]>(), any::<u32>(), 1..=VERSION).prop_map(
+            |(session, mac, want, version)| {
+                Frame::Hello(Hello {
+                    session,
+                    mac: MacAddr(mac),
+                    want,
+                    version,
+                })
+            }
+        ),
         (any::<u32>(), any::<u32>()).prop_map(|(start, total)| Frame::Welcome { start, total }),
         (1u8..=255, any::<u32>(), ".{0,40}").prop_map(|(code, oldest, message)| {
             Frame::Refuse(Refuse {
@@ -196,6 +266,16 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
         (any::<u32>(), proptest::collection::vec(any::<u8>(), 0..300))
             .prop_map(|(index, bytes)| Frame::Chunk { index, bytes }),
         any::<u32>().prop_map(|have| Frame::KeepAlive { have }),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..300)
+        )
+            .prop_map(|(index, offset, bytes)| Frame::Part {
+                index,
+                offset,
+                bytes
+            }),
     ]
 }
 

@@ -173,6 +173,8 @@ pub fn deploy_source(
         stop: None,
         fallback: None,
         backpressured: false,
+        partial: None,
+        restarts: 0,
         last_progress: Instant::now(),
         stats: RelayStats {
             generation: assignment.generation,

@@ -3,7 +3,9 @@
 //! every chunk against the signed table, add it to the replay buffer.
 //! Any failure is reported to the coordinator, whose answer says where to
 //! resume (the same upstream or another) — always from the first chunk
-//! not yet verified.
+//! not yet verified. The parts of the chunk being received are shared
+//! with the downstream senders as they arrive ([`Partial`]; cut-through,
+//! see `frame`), but only a verified chunk enters the replay buffer.
 
 use std::io::{BufReader, Read, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -17,13 +19,13 @@ use super::api::{Assignment, FailReason, Status};
 use super::control::Coordinator;
 use super::frame::{self, Frame, Hello, RefuseCode, SessionId};
 use super::hold;
-use super::ring::Ring;
+use super::ring::{Bytes, Ring};
 use crate::image::{verify_chunk, Manifest};
 
-/// A hook on every chunk this node forwards, after it was verified: fault
-/// injection for tests (a node that corrupts what it forwards). `None` in
-/// real use.
-pub type ForwardTap = Arc<dyn Fn(u32, &mut Vec<u8>) + Send + Sync>;
+/// A hook on the bytes this node forwards (chunk index, offset in the
+/// chunk, the bytes): fault injection for tests (a node that corrupts
+/// what it forwards). `None` in real use.
+pub type ForwardTap = Arc<dyn Fn(u32, usize, &mut Vec<u8>) + Send + Sync>;
 
 /// Limits and timers of a relay node.
 #[derive(Clone)]
@@ -56,6 +58,9 @@ pub struct RelayConfig {
     /// Pause before reconnecting after a failure the coordinator did not
     /// answer with a new assignment.
     pub retry_pause: Duration,
+    /// The largest PART sent to a version-2 downstream (at most
+    /// `frame::PART_MAX`): how far ahead of verification each hop forwards.
+    pub part_bytes: usize,
     /// See [`ForwardTap`].
     pub forward_tap: Option<ForwardTap>,
 }
@@ -72,6 +77,7 @@ impl Default for RelayConfig {
             max_downstreams: 8,
             downstream_grace: Duration::from_secs(3),
             retry_pause: Duration::from_secs(1),
+            part_bytes: frame::PART_MAX,
             forward_tap: None,
         }
     }
@@ -134,6 +140,13 @@ pub struct RelayStats {
     pub downstreams: u32,
     /// Chunks sent downstream.
     pub forwarded: u64,
+    /// Parts sent downstream before this node had the whole chunk
+    /// (cut-through).
+    pub parts_ahead: u64,
+    /// Chunks whose parts were dropped before they were complete (their
+    /// upstream failed or the chunk did not verify); downstreams were sent
+    /// them again from the start.
+    pub restarts: u64,
     /// Why the chain stopped feeding this node, if it did.
     pub fallback: Option<String>,
 }
@@ -154,8 +167,36 @@ pub(crate) struct State {
     /// rest elsewhere.
     pub fallback: Option<String>,
     pub backpressured: bool,
+    /// The chunk being received, as far as it came (unverified).
+    pub partial: Option<Partial>,
+    /// Bumped whenever a partial chunk is dropped: a sender that sent part
+    /// of it must start that chunk over.
+    pub restarts: u64,
     pub last_progress: Instant,
     pub stats: RelayStats,
+}
+
+/// The parts received so far of chunk `index` (`ring.next()`): what
+/// cut-through forwards before the chunk can be verified. Its last part is
+/// never here — the chunk goes to the replay buffer once verified instead
+/// — so a downstream never completes a chunk from it.
+#[derive(Debug)]
+pub(crate) struct Partial {
+    pub index: u32,
+    /// (offset in the chunk, bytes), contiguous from 0.
+    pub parts: Vec<(usize, Bytes)>,
+    pub len: usize,
+}
+
+impl Partial {
+    /// The parts holding bytes `from..`.
+    pub fn from(&self, from: usize) -> Vec<(usize, Bytes)> {
+        self.parts
+            .iter()
+            .filter(|(at, b)| at + b.len() > from)
+            .cloned()
+            .collect()
+    }
 }
 
 /// Everything the relay's threads share.
@@ -320,6 +361,22 @@ pub(crate) fn receive_loop(sh: &Shared) {
 
 /// One upstream connection, from HELLO to the last chunk or a failure.
 fn receive(sh: &Shared, generation: u64, upstream: &str, want: u32) -> Outcome {
+    let outcome = receive_from(sh, generation, upstream, want);
+    // Whatever came of the chunk in progress is dropped: the next
+    // connection starts it over, and so must the downstreams.
+    drop_partial(&mut sh.lock());
+    sh.cond.notify_all();
+    outcome
+}
+
+fn drop_partial(st: &mut State) {
+    if st.partial.take().is_some() {
+        st.restarts += 1;
+        st.stats.restarts += 1;
+    }
+}
+
+fn receive_from(sh: &Shared, generation: u64, upstream: &str, want: u32) -> Outcome {
     let interrupted = |sh: &Shared| {
         let st = sh.lock();
         st.stop.is_some() || st.assignment.generation != generation
@@ -354,6 +411,7 @@ fn receive(sh: &Shared, generation: u64, upstream: &str, want: u32) -> Outcome {
         session: sh.session.clone(),
         mac: sh.mac,
         want,
+        version: frame::VERSION,
     });
     if let Err(e) = (&stream).write_all(&hello.encode()) {
         return dead(format!("sending HELLO: {e}"));
@@ -421,50 +479,92 @@ fn receive(sh: &Shared, generation: u64, upstream: &str, want: u32) -> Outcome {
                 }
             }
             Frame::Chunk { index, bytes } if welcomed => {
-                if index != next {
-                    return Outcome::Failed(
-                        FailReason::Refused,
-                        format!("sent chunk {index}, expected {next}"),
-                    );
+                // A whole chunk: it starts over whatever part came before.
+                drop_partial(&mut sh.lock());
+                if let Err(out) = check_index(sh, index, next) {
+                    return out;
                 }
-                let Some(entry) = sh.manifest.chunks.get(index as usize) else {
-                    return Outcome::Failed(
-                        FailReason::Refused,
-                        format!("sent chunk {index}, past the end"),
-                    );
-                };
-                // Verify before anything else sees the bytes.
-                let chunk = match verify_chunk(index as usize, entry, bytes) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        sh.lock().stats.corrupt += 1;
-                        return Outcome::Failed(FailReason::Corrupt, e.to_string());
+                match complete(sh, generation, index, Vec::new(), bytes) {
+                    Ok(done) => {
+                        next += 1;
+                        last_chunk = Instant::now();
+                        waited += done.waited;
+                        if done.last {
+                            return Outcome::Done;
+                        }
+                        if done.moved {
+                            return Outcome::Interrupted;
+                        }
                     }
+                    Err(out) => return out,
+                }
+            }
+            Frame::Part {
+                index,
+                offset,
+                bytes,
+            } if welcomed => {
+                if let Err(out) = check_index(sh, index, next) {
+                    return out;
+                }
+                let length = sh.manifest.chunks[index as usize].length;
+                let got = {
+                    let mut st = sh.lock();
+                    if offset == 0 {
+                        drop_partial(&mut st);
+                    }
+                    st.partial.as_ref().map_or(0, |p| p.len)
                 };
-                let bytes = Arc::new(chunk.into_bytes());
-                // Only a full buffer stops this node reading upstream.
-                let waiting = Instant::now();
-                let mut st = hold::wait_for_room(sh, sh.lock());
-                waited += waiting.elapsed();
-                if st.stop.is_some() {
-                    return Outcome::Interrupted;
+                if offset as usize != got {
+                    return Outcome::Failed(
+                        FailReason::Refused,
+                        format!("sent part of chunk {index} at {offset}, expected {got}"),
+                    );
                 }
-                if let Err(e) = st.ring.push(index, bytes) {
-                    // Only this thread pushes while attached.
-                    return Outcome::Failed(FailReason::Refused, e);
+                let end = got as u64 + bytes.len() as u64;
+                if end > length {
+                    sh.lock().stats.corrupt += 1;
+                    return Outcome::Failed(
+                        FailReason::Corrupt,
+                        format!("sent {end} bytes of chunk {index}, which has {length}"),
+                    );
                 }
-                st.last_progress = Instant::now();
-                st.stats.received = st.ring.next();
-                st.stats.oldest = st.ring.oldest();
-                sh.cond.notify_all();
-                next += 1;
                 last_chunk = Instant::now();
-                if next >= sh.total {
-                    st.upstream = None;
-                    return Outcome::Done;
+                if end < length {
+                    // Not whole yet: downstreams may have it already.
+                    let mut st = sh.lock();
+                    let p = st.partial.get_or_insert_with(|| Partial {
+                        index,
+                        parts: Vec::new(),
+                        len: 0,
+                    });
+                    p.parts.push((got, Arc::new(bytes)));
+                    p.len = end as usize;
+                    sh.cond.notify_all();
+                    continue;
                 }
-                if st.assignment.generation != generation {
-                    return Outcome::Interrupted;
+                let parts = {
+                    let mut st = sh.lock();
+                    st.partial.take().map(|p| p.parts).unwrap_or_default()
+                };
+                match complete(sh, generation, index, parts, bytes) {
+                    Ok(done) => {
+                        next += 1;
+                        waited += done.waited;
+                        if done.last {
+                            return Outcome::Done;
+                        }
+                        if done.moved {
+                            return Outcome::Interrupted;
+                        }
+                    }
+                    Err(out) => {
+                        // Its parts were forwarded: start them over.
+                        let mut st = sh.lock();
+                        st.restarts += 1;
+                        st.stats.restarts += 1;
+                        return out;
+                    }
                 }
             }
             other => {
@@ -475,6 +575,88 @@ fn receive(sh: &Shared, generation: u64, upstream: &str, want: u32) -> Outcome {
             }
         }
     }
+}
+
+/// `index` must be the next chunk and in the manifest.
+fn check_index(sh: &Shared, index: u32, next: u32) -> Result<(), Outcome> {
+    if index != next {
+        return Err(Outcome::Failed(
+            FailReason::Refused,
+            format!("sent chunk {index}, expected {next}"),
+        ));
+    }
+    if index as usize >= sh.manifest.chunks.len() {
+        return Err(Outcome::Failed(
+            FailReason::Refused,
+            format!("sent chunk {index}, past the end"),
+        ));
+    }
+    Ok(())
+}
+
+/// A chunk added to the replay buffer.
+struct Completed {
+    /// Time spent waiting for room in the buffer.
+    waited: Duration,
+    /// It was the last chunk.
+    last: bool,
+    /// The assignment changed meanwhile.
+    moved: bool,
+}
+
+/// Chunk `index` is whole: `parts` (received before) then `rest`. Verify
+/// it before anything else sees it whole, then add it to the buffer.
+fn complete(
+    sh: &Shared,
+    generation: u64,
+    index: u32,
+    parts: Vec<(usize, Bytes)>,
+    rest: Vec<u8>,
+) -> Result<Completed, Outcome> {
+    let whole = if parts.is_empty() {
+        rest
+    } else {
+        let len = parts.iter().map(|(_, b)| b.len()).sum::<usize>() + rest.len();
+        let mut whole = Vec::with_capacity(len);
+        for (_, b) in &parts {
+            whole.extend_from_slice(b);
+        }
+        whole.extend_from_slice(&rest);
+        whole
+    };
+    let entry = &sh.manifest.chunks[index as usize];
+    let chunk = match verify_chunk(index as usize, entry, whole) {
+        Ok(c) => c,
+        Err(e) => {
+            sh.lock().stats.corrupt += 1;
+            return Err(Outcome::Failed(FailReason::Corrupt, e.to_string()));
+        }
+    };
+    let bytes = Arc::new(chunk.into_bytes());
+    // Only a full buffer stops this node reading upstream.
+    let waiting = Instant::now();
+    let mut st = hold::wait_for_room(sh, sh.lock());
+    let waited = waiting.elapsed();
+    if st.stop.is_some() {
+        return Err(Outcome::Interrupted);
+    }
+    if let Err(e) = st.ring.push(index, bytes) {
+        // Only this thread pushes while attached.
+        return Err(Outcome::Failed(FailReason::Refused, e));
+    }
+    st.last_progress = Instant::now();
+    st.stats.received = st.ring.next();
+    st.stats.oldest = st.ring.oldest();
+    sh.cond.notify_all();
+    let last = index + 1 >= sh.total;
+    if last {
+        st.upstream = None;
+    }
+    Ok(Completed {
+        waited,
+        last,
+        moved: st.assignment.generation != generation,
+    })
 }
 
 /// Counts the bytes read through it.
@@ -498,5 +680,6 @@ fn frame_name(f: &Frame) -> &'static str {
         Frame::Refuse(_) => "REFUSE",
         Frame::Chunk { .. } => "CHUNK",
         Frame::KeepAlive { .. } => "KEEPALIVE",
+        Frame::Part { .. } => "PART",
     }
 }

@@ -5,7 +5,8 @@
 //! that falls behind the buffer is refused (`TooOld`) and asks the
 //! coordinator for another upstream; one that stops reading is dropped
 //! after the I/O timeout. Neither slows this node or its other
-//! downstreams.
+//! downstreams. A version-2 downstream is also sent the parts of the chunk
+//! still arriving (cut-through: see `frame` for why that is safe).
 
 use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::frame::{self, Frame, Refuse, RefuseCode, CONTROL_LIMIT};
 use super::relay::{Downstream, Shared};
-use super::ring::Slot;
+use super::ring::{Bytes, Slot};
 
 /// Accept downstreams until the node stops.
 pub(crate) fn listen_loop(sh: Arc<Shared>, listener: TcpListener) {
@@ -138,7 +139,7 @@ fn serve_one(sh: &Shared, stream: TcpStream, peer: SocketAddr) {
         hello.mac,
         hello.want
     );
-    let end = send(sh, &stream, id, hello.want);
+    let end = send(sh, &stream, id, hello.want, hello.version >= 2);
     if end.is_ok() {
         // Let the downstream close first, so nothing sent is lost to a reset.
         let _ = stream.shutdown(Shutdown::Write);
@@ -160,8 +161,26 @@ fn serve_one(sh: &Shared, stream: TcpStream, peer: SocketAddr) {
     sh.cond.notify_all();
 }
 
-/// Send chunks `pos..` as they arrive. `Ok` once the last was sent.
-fn send(sh: &Shared, mut stream: &TcpStream, id: u64, mut pos: u32) -> Result<(), String> {
+/// What a sender does next.
+enum Step {
+    /// Send the rest of the verified chunk.
+    Whole(Bytes),
+    /// Send these parts of the chunk still arriving (offset, bytes).
+    Ahead(Vec<(usize, Bytes)>),
+    Evicted(u32),
+    /// Nothing new for a keep-alive period.
+    Idle,
+}
+
+/// Send chunks `pos..` as they arrive (and, with `cut_through`, their
+/// parts as they arrive). `Ok` once the last was sent.
+fn send(
+    sh: &Shared,
+    mut stream: &TcpStream,
+    id: u64,
+    mut pos: u32,
+    cut_through: bool,
+) -> Result<(), String> {
     let welcome = Frame::Welcome {
         start: pos,
         total: sh.total,
@@ -169,6 +188,9 @@ fn send(sh: &Shared, mut stream: &TcpStream, id: u64, mut pos: u32) -> Result<()
     stream
         .write_all(&welcome.encode())
         .map_err(|e| e.to_string())?;
+    // Bytes of chunk `pos` sent ahead of its verification, and the
+    // receiver's restart count when they were.
+    let (mut sent, mut seen) = (0usize, 0u64);
     while pos < sh.total {
         let step = {
             let mut st = sh.lock();
@@ -181,27 +203,36 @@ fn send(sh: &Shared, mut stream: &TcpStream, id: u64, mut pos: u32) -> Result<()
                     return Err("replaced by a newer connection".into());
                 };
                 me.pos = pos;
-                match st.ring.get(pos) {
-                    Slot::NotYet if started.elapsed() < sh.cfg.keepalive => {
-                        st = sh.wait(st, sh.cfg.keepalive.saturating_sub(started.elapsed()));
-                    }
-                    Slot::NotYet => break Slot::NotYet,
-                    other => break other,
+                if sent == 0 || st.restarts != seen {
+                    // What was sent of it may not be the chunk: the
+                    // downstream drops it when the chunk starts over.
+                    sent = 0;
+                    seen = st.restarts;
                 }
+                match st.ring.get(pos) {
+                    Slot::Have(bytes) => break Step::Whole(bytes),
+                    Slot::Evicted { oldest } => break Step::Evicted(oldest),
+                    Slot::NotYet => {}
+                }
+                let ahead = st
+                    .partial
+                    .as_ref()
+                    .filter(|p| cut_through && p.index == pos && p.len > sent);
+                if let Some(p) = ahead {
+                    break Step::Ahead(p.from(sent));
+                }
+                if started.elapsed() >= sh.cfg.keepalive {
+                    break Step::Idle;
+                }
+                st = sh.wait(st, sh.cfg.keepalive.saturating_sub(started.elapsed()));
             }
         };
         match step {
-            Slot::Have(bytes) => {
-                let sent = match &sh.cfg.forward_tap {
-                    Some(tap) => {
-                        let mut copy = bytes.to_vec();
-                        tap(pos, &mut copy);
-                        frame::write_chunk(&mut stream, pos, &copy)
-                    }
-                    None => frame::write_chunk(&mut stream, pos, &bytes),
-                };
-                sent.map_err(|e| format!("sending chunk {pos}: {e}"))?;
+            Step::Whole(bytes) => {
+                put(sh, stream, pos, sent, &bytes[sent..], cut_through)
+                    .map_err(|e| format!("sending chunk {pos}: {e}"))?;
                 pos += 1;
+                sent = 0;
                 let mut st = sh.lock();
                 st.stats.forwarded += 1;
                 if let Some(me) = st.downstreams.iter_mut().find(|d| d.id == id) {
@@ -211,12 +242,21 @@ fn send(sh: &Shared, mut stream: &TcpStream, id: u64, mut pos: u32) -> Result<()
                 st.refloor(Instant::now(), sh.cfg.downstream_grace);
                 sh.cond.notify_all();
             }
-            Slot::Evicted { oldest } => {
+            Step::Ahead(parts) => {
+                for (at, bytes) in &parts {
+                    let skip = sent.saturating_sub(*at);
+                    put(sh, stream, pos, at + skip, &bytes[skip..], true)
+                        .map_err(|e| format!("sending part of chunk {pos}: {e}"))?;
+                    sent = at + bytes.len();
+                }
+                sh.lock().stats.parts_ahead += parts.len() as u64;
+            }
+            Step::Evicted(oldest) => {
                 let msg = format!("chunk {pos} left the replay buffer (oldest {oldest}) before this downstream took it");
                 refuse(stream, RefuseCode::TooOld, oldest, msg.clone());
                 return Err(msg);
             }
-            Slot::NotYet => {
+            Step::Idle => {
                 let have = sh.lock().ring.next();
                 frame::write_frame(&mut stream, &Frame::KeepAlive { have })
                     .map_err(|e| format!("sending a keep-alive: {e}"))?;
@@ -227,4 +267,32 @@ fn send(sh: &Shared, mut stream: &TcpStream, id: u64, mut pos: u32) -> Result<()
         me.pos = pos;
     }
     Ok(())
+}
+
+/// Send `bytes`, from `offset` of chunk `index`: as PART frames to a
+/// version-2 downstream, else as one CHUNK (then `offset` is 0). Through
+/// the forward tap, if a test set one.
+fn put(
+    sh: &Shared,
+    mut stream: &TcpStream,
+    index: u32,
+    offset: usize,
+    bytes: &[u8],
+    parts: bool,
+) -> std::io::Result<()> {
+    let tapped;
+    let bytes = match &sh.cfg.forward_tap {
+        Some(tap) => {
+            let mut copy = bytes.to_vec();
+            tap(index, offset, &mut copy);
+            tapped = copy;
+            &tapped[..]
+        }
+        None => bytes,
+    };
+    if parts && !(offset == 0 && bytes.is_empty()) {
+        frame::write_parts(&mut stream, index, offset, bytes, sh.cfg.part_bytes)
+    } else {
+        frame::write_chunk(&mut stream, index, bytes)
+    }
 }

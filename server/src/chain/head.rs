@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_agent::chain::frame::{
-    chunk_header, decode_body, frame_len, Frame, Refuse, RefuseCode, CONTROL_LIMIT,
+    chunk_header, decode_body, frame_len, part_header, Frame, Refuse, RefuseCode, CONTROL_LIMIT,
+    PART_MAX,
 };
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,6 +32,9 @@ pub struct HeadConfig {
     /// fast as the downstream takes them), to leave the server's link to
     /// other traffic, or to pace a test.
     pub max_rate: Option<u64>,
+    /// The largest PART sent to a version-2 downstream (clamped to
+    /// 1..=`PART_MAX`).
+    pub part_bytes: usize,
 }
 
 impl Default for HeadConfig {
@@ -39,6 +43,7 @@ impl Default for HeadConfig {
             io_timeout: Duration::from_secs(15),
             max_connections: 256,
             max_rate: None,
+            part_bytes: PART_MAX,
         }
     }
 }
@@ -162,14 +167,23 @@ async fn serve_one(
             .await
             .map_err(|err| format!("reading chunk {i} of {}: {err}", info.payload.display()))?;
         at = Some(e.offset + e.length);
-        if let Some(rate) = cfg.max_rate.filter(|r| *r > 0) {
-            // Not before the time this many bytes take at `rate`.
-            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
-            tokio::time::sleep_until(started + due).await;
+        if hello.version < 2 {
+            pace(cfg, started, sent).await;
+            write(&mut s, io, &chunk_header(i, buf.len())).await?;
+            write(&mut s, io, &buf).await?;
+            sent += e.length;
+            continue;
         }
-        write(&mut s, io, &chunk_header(i, buf.len())).await?;
-        write(&mut s, io, &buf).await?;
-        sent += e.length;
+        // In parts, so the first node forwards each part as it arrives
+        // (cut-through; see the frame module).
+        let max = cfg.part_bytes.clamp(1, PART_MAX);
+        for (k, part) in buf.chunks(max).enumerate() {
+            pace(cfg, started, sent).await;
+            let offset = (k * max) as u32;
+            write(&mut s, io, &part_header(i, offset, part.len())).await?;
+            write(&mut s, io, part).await?;
+            sent += part.len() as u64;
+        }
     }
     // Let the downstream close first, so nothing sent is lost to a reset.
     let _ = s.shutdown().await;
@@ -179,6 +193,14 @@ async fn serve_one(
     })
     .await;
     Ok(())
+}
+
+/// Not before the time `sent` bytes take at the configured rate.
+async fn pace(cfg: &HeadConfig, started: tokio::time::Instant, sent: u64) {
+    if let Some(rate) = cfg.max_rate.filter(|r| *r > 0) {
+        let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+        tokio::time::sleep_until(started + due).await;
+    }
 }
 
 async fn write(s: &mut TcpStream, io: Duration, bytes: &[u8]) -> Result<(), String> {

@@ -29,6 +29,8 @@ use drover_server::store::Store;
 use kernel_cmdline::{MacAddr, ServerUrl};
 
 pub const CHUNK: u64 = 32 << 10;
+/// The PART size heads and relays use here: a quarter chunk.
+pub const PART_BYTES: usize = 8 << 10;
 pub const ADMIN: &str = "admin-token";
 
 pub fn mac(i: u8) -> MacAddr {
@@ -79,6 +81,7 @@ pub fn relay_config() -> RelayConfig {
         max_downstreams: 8,
         downstream_grace: Duration::from_secs(1),
         retry_pause: Duration::from_millis(100),
+        part_bytes: PART_BYTES,
         forward_tap: None,
     }
 }
@@ -196,6 +199,9 @@ impl Lab {
             io_timeout: Duration::from_secs(3),
             max_connections: 64,
             max_rate: rate,
+            // Chunks here are 32 KiB: smaller parts, so that nodes forward
+            // parts of a chunk before they have it whole (cut-through).
+            part_bytes: PART_BYTES,
         };
         head_rt.spawn(serve_head(head_l, images, head_cfg));
         rt.spawn(coordinator.clone().run_ticker(Duration::from_millis(200)));
