@@ -93,6 +93,9 @@ pub struct AgentEnd {
     pub secs: f64,
     /// Its exit code; `None` when killed by a signal.
     pub code: Option<i32>,
+    /// When its payload could start to arrive (the disk partitioned), in
+    /// seconds since the launch, if known.
+    pub ready: Option<f64>,
 }
 
 /// What the server's fleet state says about one node.
@@ -110,6 +113,7 @@ pub struct Fleet {
     /// When each agent printed that its disk is deployed (seconds since
     /// the launch): a chain node keeps serving its downstreams after that.
     done: Vec<Option<f64>>,
+    ready: Vec<Option<f64>>,
     /// Agents stopped by [`Fleet::reap_lingering`] after their disk was
     /// done.
     reaped: Vec<bool>,
@@ -173,6 +177,7 @@ impl Fleet {
             agents: (0..n).map(|_| None).collect(),
             ends: vec![None; n],
             done: vec![None; n],
+            ready: vec![None; n],
             reaped: vec![false; n],
             server,
             lab,
@@ -248,6 +253,7 @@ impl Fleet {
         self.agents[i] = Some(proc);
         self.ends[i] = None;
         self.done[i] = None;
+        self.ready[i] = None;
         self.reaped[i] = false;
         Ok(())
     }
@@ -280,11 +286,12 @@ impl Fleet {
     pub fn poll(&mut self) -> bool {
         let now = self.elapsed();
         let mut all = true;
-        for ((proc, end), done) in self
+        for (((proc, end), done), ready) in self
             .agents
             .iter()
             .zip(self.ends.iter_mut())
             .zip(self.done.iter_mut())
+            .zip(self.ready.iter_mut())
         {
             if end.is_some() {
                 continue;
@@ -293,6 +300,9 @@ impl Fleet {
                 all = false;
                 continue;
             };
+            if ready.is_none() && proc.log().contains(PARTITIONED) {
+                *ready = Some(now);
+            }
             if done.is_none() && proc.log().contains(DEPLOYED) {
                 *done = Some(now);
             }
@@ -301,6 +311,7 @@ impl Fleet {
                     *end = Some(AgentEnd {
                         secs: now,
                         code: status.code(),
+                        ready: *ready,
                     })
                 }
                 _ => all = false,
@@ -445,6 +456,9 @@ impl Fleet {
 /// The agent's console line once its disk is written, synced and verified
 /// (`drover: deployed IMAGE to DISK: …`).
 const DEPLOYED: &str = "drover: deployed ";
+/// The agent's line once its disk is partitioned: from here on it only
+/// waits for the payload (a chain node for its session to start).
+const PARTITIONED: &str = "drover: partitioned ";
 
 /// Run a server CLI command that must succeed; its stdout.
 fn cli_ok(server: &Server, args: &[&str]) -> Result<String> {

@@ -12,13 +12,14 @@ use crate::run::{Mode, Row};
 /// The CSV header; one line per [`Row`] follows.
 pub const CSV_HEADER: &str = "mode,nodes,rate_mbit,bytes,ideal_s,last_s,first_s,time_over_ideal,\
 node_mbit_mean,node_mbit_min,link_share,cpu_mean,cpu_peak,server_tx_bytes,server_tx_over_bytes,\
-linger_s,reaped,ok,problems";
+linger_s,reaped,ok,problems,stream_mbit_mean,stream_mbit_min,stream_share";
 
 /// The rows as CSV (header included). Times in seconds, CPU as a share of
 /// the whole machine; the server's transmitted bytes (all its traffic)
 /// raw and as a multiple of `bytes` (empty when not measured); linger:
 /// from the last disk done to the last node gone, `reaped` the nodes the
-/// run stopped after its grace.
+/// run stopped after its grace; stream: throughput from each node's disk
+/// partitioned to its disk done (empty for udpcast).
 pub fn csv(rows: &[Row]) -> String {
     let mut out = String::from(CSV_HEADER);
     out.push('\n');
@@ -27,7 +28,7 @@ pub fn csv(rows: &[Row]) -> String {
         let opt = |v: Option<String>| v.unwrap_or_default();
         let _ = writeln!(
             out,
-            "{},{},{},{},{:.3},{:.3},{:.3},{:.4},{:.2},{:.2},{:.4},{:.3},{:.3},{},{},{},{},{},\"{}\"",
+            "{},{},{},{},{:.3},{:.3},{:.3},{:.4},{:.2},{:.2},{:.4},{:.3},{:.3},{},{},{},{},{},\"{}\",{},{},{}",
             r.mode,
             r.nodes,
             r.rate_mbit,
@@ -46,7 +47,10 @@ pub fn csv(rows: &[Row]) -> String {
             opt(r.linger_secs.map(|x| format!("{x:.2}"))),
             r.reaped,
             r.ok,
-            problems
+            problems,
+            opt(r.stream_mbit_mean.map(|x| format!("{x:.2}"))),
+            opt(r.stream_mbit_min.map(|x| format!("{x:.2}"))),
+            opt(r.stream_share().map(|x| format!("{x:.4}"))),
         );
     }
     out
@@ -57,7 +61,7 @@ pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<8} {:>3} {:>7} {:>8} {:>8} {:>7} {:>17} {:>6} {:>11} {:>7} {:>6}",
+        "{:<8} {:>3} {:>7} {:>8} {:>8} {:>7} {:>17} {:>6} {:>6} {:>11} {:>7} {:>6}",
         "mode",
         "N",
         "Mbit/s",
@@ -66,6 +70,7 @@ pub fn table(rows: &[Row]) -> String {
         "T/ideal",
         "node Mbit/s mean",
         "link",
+        "stream",
         "cpu mean/pk",
         "srv tx",
         "ok"
@@ -74,9 +79,12 @@ pub fn table(rows: &[Row]) -> String {
         let tx = r
             .server_tx_ratio()
             .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x"));
+        let stream = r
+            .stream_share()
+            .map_or_else(|| "-".to_owned(), |x| format!("{:.0}%", x * 100.0));
         let _ = writeln!(
             out,
-            "{:<8} {:>3} {:>7.1} {:>8.2} {:>8.2} {:>7.2} {:>9.1} (min {:>4.1}) {:>5.0}% {:>4.0}%/{:>4.0}% {:>7} {:>3}/{:<3}",
+            "{:<8} {:>3} {:>7.1} {:>8.2} {:>8.2} {:>7.2} {:>9.1} (min {:>4.1}) {:>5.0}% {:>6} {:>4.0}%/{:>4.0}% {:>7} {:>3}/{:<3}",
             r.mode.to_string(),
             r.nodes,
             r.rate_mbit,
@@ -86,6 +94,7 @@ pub fn table(rows: &[Row]) -> String {
             r.node_mbit_mean,
             r.node_mbit_min,
             r.link_share() * 100.0,
+            stream,
             r.cpu.mean * 100.0,
             r.cpu.peak * 100.0,
             tx,
@@ -144,19 +153,28 @@ fn chain_summary(rows: &[Row], out: &mut String) {
     if let Some(line) = scaling(&chain, Mode::Chain, 1.15) {
         let _ = writeln!(out, "{line}");
     }
-    let worst = chain
-        .iter()
-        .map(|r| r.link_share())
-        .fold(f64::INFINITY, f64::min);
+    let shares = |f: &dyn Fn(&Row) -> Option<f64>| {
+        let v: Vec<(usize, f64)> = chain
+            .iter()
+            .filter_map(|r| f(r).map(|x| (r.nodes, x)))
+            .collect();
+        let worst = v.iter().map(|&(_, x)| x).fold(f64::INFINITY, f64::min);
+        let list = v
+            .iter()
+            .map(|(n, x)| format!("N={n} {x:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        (list, worst)
+    };
+    // The goal is judged on the streaming share: the launch share also
+    // counts each process's start, its manifest and its partitioning,
+    // the same for one node as for 32.
+    let (launch, _) = shares(&|r| Some(r.link_share()));
+    let (stream, worst) = shares(&|r| r.stream_share());
     let _ = writeln!(
         out,
-        "chain per-node throughput: {} of the link (worst row {:.2}; goal >= 0.9: {})",
-        chain
-            .iter()
-            .map(|r| format!("N={} {:.2}", r.nodes, r.link_share()))
-            .collect::<Vec<_>>()
-            .join(", "),
-        worst,
+        "chain per-node throughput while streaming (disk partitioned to disk done): {stream} of the link \
+         (worst row {worst:.2}; goal >= 0.9: {}); from the launch: {launch}",
         if worst >= 0.9 { "met" } else { "NOT met" }
     );
 }
@@ -272,6 +290,8 @@ mod tests {
             first_secs: last / 2.0,
             node_mbit_mean: rate * 0.95,
             node_mbit_min: rate * 0.9,
+            stream_mbit_mean: Some(rate * 0.97),
+            stream_mbit_min: Some(rate * 0.96),
             cpu: CpuUse {
                 mean: 0.4,
                 peak: 0.6,
@@ -297,7 +317,7 @@ mod tests {
         assert_eq!(lines[0], CSV_HEADER);
         assert_eq!(lines.len(), 4);
         assert!(
-            lines[3].contains(",0.400,0.600,13750000,1.1000,4.25,1,4,\"\""),
+            lines[3].contains(",0.400,0.600,13750000,1.1000,4.25,1,4,\"\",97.00,96.00,0.9700"),
             "{}",
             lines[3]
         );
@@ -322,7 +342,10 @@ mod tests {
         assert!(s.contains("chain T(32)/T(1) = 1.048"), "{s}");
         assert!(s.contains("goal <= 1.15: met"), "{s}");
         assert!(s.contains("links 20 vs 100 Mbit/s"), "{s}");
-        assert!(s.contains("worst row 0.95; goal >= 0.9: met"), "{s}");
+        assert!(
+            s.contains("worst row 0.97; goal >= 0.9: met); from the launch: N=1 0.95"),
+            "{s}"
+        );
         assert_eq!(summary(&rows[2..]), "chain: no rows\n");
         assert!(!s.contains("torrent"), "{s}");
     }

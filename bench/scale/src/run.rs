@@ -117,6 +117,12 @@ pub struct Row {
     /// Per-node throughput (bytes over the node's own time), Mbit/s.
     pub node_mbit_mean: f64,
     pub node_mbit_min: f64,
+    /// Per-node throughput while streaming: bytes over the time from the
+    /// node's disk partitioned (ready for the payload) to its disk done,
+    /// Mbit/s; `None` unless every successful node told both (udpcast's
+    /// receivers do not).
+    pub stream_mbit_mean: Option<f64>,
+    pub stream_mbit_min: Option<f64>,
     pub cpu: CpuUse,
     /// Bytes the server's interface sent from the launch until every node
     /// had left (all traffic, headers included), if it could be read.
@@ -145,6 +151,11 @@ impl Row {
         self.node_mbit_mean / self.rate_mbit
     }
 
+    /// Mean per-node streaming throughput as a share of the link rate.
+    pub fn stream_share(&self) -> Option<f64> {
+        self.stream_mbit_mean.map(|m| m / self.rate_mbit)
+    }
+
     /// The server's transmitted bytes as a multiple of the bytes one node
     /// needs (the payload, or udpcast's raw image).
     pub fn server_tx_ratio(&self) -> Option<f64> {
@@ -166,10 +177,16 @@ impl Row {
             .filter(|(_, c)| c.is_ok())
             .filter_map(|(e, _)| e.as_ref().map(|e| e.secs))
             .collect();
-        let mbit: Vec<f64> = ok_secs
+        let mbit_over = |s: f64| bytes as f64 * 8.0 / 1e6 / s.max(1e-3);
+        let mbit: Vec<f64> = ok_secs.iter().map(|&s| mbit_over(s)).collect();
+        let stream: Option<Vec<f64>> = ends
             .iter()
-            .map(|s| bytes as f64 * 8.0 / 1e6 / s.max(1e-3))
+            .zip(checks)
+            .filter(|(_, c)| c.is_ok())
+            .filter_map(|(e, _)| e.as_ref())
+            .map(|e| e.ready.map(|r| mbit_over(e.secs - r)))
             .collect();
+        let stream = stream.filter(|v| !v.is_empty());
         let problems = checks
             .iter()
             .enumerate()
@@ -189,6 +206,12 @@ impl Row {
                 mbit.iter().sum::<f64>() / mbit.len() as f64
             },
             node_mbit_min: mbit.iter().copied().reduce(f64::min).unwrap_or(0.0),
+            stream_mbit_mean: stream
+                .as_ref()
+                .map(|v| v.iter().sum::<f64>() / v.len() as f64),
+            stream_mbit_min: stream
+                .as_ref()
+                .and_then(|v| v.iter().copied().reduce(f64::min)),
             cpu,
             server_tx: None,
             linger_secs: None,
@@ -247,6 +270,7 @@ pub fn run(
                     fleet.end(i).map(|e| AgentEnd {
                         secs: fleet.done_secs(i).unwrap_or(e.secs),
                         code: e.code,
+                        ready: e.ready,
                     })
                 })
                 .collect();
@@ -368,6 +392,7 @@ mod tests {
             Some(AgentEnd {
                 secs,
                 code: Some(0),
+                ready: Some(2.0),
             })
         };
         let ends = [end(10.0), end(20.0), None];
@@ -377,6 +402,9 @@ mod tests {
         assert_eq!((row.first_secs, row.last_secs), (10.0, 20.0));
         assert_eq!(row.ok, 2);
         assert_eq!((row.node_mbit_mean, row.node_mbit_min), (60.0, 40.0));
+        // Ready at 2 s: 8 and 18 s of streaming.
+        assert_eq!(row.stream_mbit_min, Some(800.0 / 18.0));
+        assert_eq!(row.stream_mbit_mean, Some((100.0 + 800.0 / 18.0) / 2.0));
         assert_eq!(row.time_ratio(), 2.0);
         assert_eq!(row.link_share(), 0.75);
         assert_eq!(row.problems, ["node2: still running"]);

@@ -95,6 +95,7 @@ impl Session {
                         *end = Some(AgentEnd {
                             secs: now,
                             code: status.code(),
+                            ready: None,
                         })
                     }
                     _ => all = false,

@@ -169,6 +169,8 @@ fn failed_row(spec: &RunSpec, bytes: u64, e: &anyhow::Error) -> Row {
         first_secs: 0.0,
         node_mbit_mean: 0.0,
         node_mbit_min: 0.0,
+        stream_mbit_mean: None,
+        stream_mbit_min: None,
         cpu: CpuUse::default(),
         server_tx: None,
         linger_secs: None,
