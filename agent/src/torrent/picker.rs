@@ -307,7 +307,14 @@ impl Picker {
 
     /// A piece came from elsewhere (the HTTP fallback), verified.
     pub fn got_elsewhere(&mut self, index: u32) {
-        self.partial.remove(&index);
+        if let Some(p) = self.partial.remove(&index) {
+            // What was asked of peers for it is no longer in flight.
+            for (k, _) in p.blocks.iter().flat_map(|b| &b.asked) {
+                if let Some(n) = self.inflight.get_mut(k) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
         self.have.set(index);
     }
 
@@ -383,6 +390,11 @@ impl Picker {
             self.answered(k);
         }
         out
+    }
+
+    /// Blocks asked of any peer and not yet received.
+    pub fn inflight_total(&self) -> usize {
+        self.inflight.values().sum()
     }
 
     /// Blocks asked of `peer` and not yet received.

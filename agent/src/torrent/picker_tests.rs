@@ -258,3 +258,29 @@ fn only_the_awaited_piece_is_stolen_soon() {
     assert!(stolen.iter().all(|b| b.index == 1), "{stolen:?}");
     assert_eq!(stolen.len(), 4);
 }
+
+/// A piece the HTTP fallback brought frees what was asked for it: counted
+/// in flight forever, those blocks would shrink every later request
+/// window (the swarm caps what is in flight over all peers).
+#[test]
+fn a_piece_got_elsewhere_is_no_longer_in_flight() {
+    let mut p = picker(4, 4);
+    let has = Bitfield::full(4);
+    let now = Instant::now();
+    for key in [1, 2] {
+        let view = PeerView {
+            key,
+            has: &has,
+            seed: false,
+        };
+        p.pick(view, 4, now);
+    }
+    assert_eq!(
+        (p.inflight_total(), p.asked_of(1), p.asked_of(2)),
+        (8, 4, 4)
+    );
+    let first = p.partial.keys().copied().min().unwrap();
+    p.got_elsewhere(first);
+    assert_eq!(p.inflight_total(), 4);
+    assert!(p.have.get(first));
+}

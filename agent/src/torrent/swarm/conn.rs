@@ -289,6 +289,7 @@ impl Swarm {
     fn tick(self: &Arc<Self>, now: Instant) {
         let mut guard = self.lock();
         let st = &mut *guard;
+        super::update_rate(st, now);
         // Requests unanswered too long: ask elsewhere, hold it against the
         // peer.
         for (k, b) in st.picker.expire(now, self.cfg.request_timeout) {

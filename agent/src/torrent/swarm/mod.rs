@@ -12,12 +12,18 @@
 //! **Policy.** Everyone connected is unchoked (a deployment swarm is one
 //! operator's machines: no tit-for-tat to play), so a peer's upload is
 //! shared by whoever asks. Bounded: at most `max_peers` connections, at
-//! most `pipeline` blocks asked of a peer at once, at most
-//! `max_queued_uploads` blocks a peer may have asked of us and not
-//! cancelled (more drops it), one receive buffer of one message per connection. Timed: a peer
-//! silent for `idle_timeout` is dropped (keep-alives every 60 s keep ours
-//! alive), a request unanswered for `request_timeout` is asked elsewhere
-//! (three of those and the peer is dropped). A piece failing its SHA-1
+//! most `pipeline` blocks asked of a peer at once and, over all peers, at
+//! most what arrives in [`QUEUE_TIME`] at the measured download rate (at
+//! least [`MIN_INFLIGHT`]): deeper queues only wait in the links (32 nodes
+//! at 16 Mbit/s each asking 32 blocks of each of 31 peers queued 8 s of
+//! requests on every link, requests timed out and peers were dropped by
+//! the thousand); at most `max_queued_uploads` blocks a peer may have
+//! asked of us and not cancelled (more are ignored: it asks again
+//! elsewhere when they time out), one receive buffer of one message per
+//! connection. Timed: a peer silent for `idle_timeout` is dropped
+//! (keep-alives every 60 s keep ours alive), a request unanswered for
+//! `request_timeout` is asked elsewhere (three of those in a row, with no
+//! block from it in between, and the peer is dropped). A piece failing its SHA-1
 //! gets its sender dropped and its address banned (with several senders,
 //! each gets a strike; two strikes drop), and the blocks a dropped peer
 //! sent to other pieces still in memory are fetched again. A peer sending
@@ -58,6 +64,13 @@ const IN_FLIGHT_BYTES: u64 = 2 << 20;
 /// again (to a peer with nothing else shown).
 const RESHOW_AFTER: Duration = Duration::from_secs(5);
 pub use conn::{read_handshake, Out};
+
+/// Blocks in flight over all peers: what arrives in this long at the
+/// measured download rate.
+pub const QUEUE_TIME: Duration = Duration::from_secs(2);
+/// Blocks in flight over all peers, at least (1 MiB): before a rate is
+/// measured, and so a slow start still fills a fast link quickly.
+pub const MIN_INFLIGHT: usize = 64;
 
 /// Tunables of a swarm.
 #[derive(Debug, Clone)]
@@ -110,6 +123,9 @@ pub struct SwarmStats {
     pub connections: u64,
     /// Pieces fetched over HTTP instead.
     pub fallback_pieces: u64,
+    /// Requests ignored because the peer already had
+    /// `max_queued_uploads` waiting.
+    pub requests_ignored: u64,
 }
 
 /// What the tracker last said.
@@ -193,6 +209,10 @@ pub(crate) struct State {
     pub given: Vec<u16>,
     /// Super-seeding: when each piece was last announced.
     pub shown_at: Vec<Option<Instant>>,
+    /// Download rate, bytes/s, smoothed over about two seconds.
+    pub rate: f64,
+    /// When `rate` was last updated, and `stats.downloaded` then.
+    pub rate_mark: (Instant, u64),
 }
 
 /// One torrent's swarm (module doc).
@@ -251,6 +271,8 @@ impl Swarm {
                 stats: SwarmStats::default(),
                 tracker: TrackerView::default(),
                 last_progress: Instant::now(),
+                rate: 0.0,
+                rate_mark: (Instant::now(), 0),
                 stopped: false,
                 given: vec![0; if full { count as usize } else { 0 }],
                 shown_at: vec![None; if full { count as usize } else { 0 }],
@@ -397,7 +419,12 @@ impl Swarm {
 
     /// Ask peer `key` for blocks up to its pipeline.
     pub(crate) fn refill(&self, st: &mut State, key: PeerKey) {
-        let State { picker, peers, .. } = st;
+        let State {
+            picker,
+            peers,
+            rate,
+            ..
+        } = st;
         let Some(p) = peers.get_mut(&key) else {
             return;
         };
@@ -405,7 +432,12 @@ impl Swarm {
             return;
         }
         let asked = picker.asked_of(key);
-        let room = self.cfg.pipeline.saturating_sub(asked);
+        let cap = inflight_cap(*rate);
+        let room = self
+            .cfg
+            .pipeline
+            .saturating_sub(asked)
+            .min(cap.saturating_sub(picker.inflight_total()));
         if room == 0 {
             return;
         }
@@ -650,10 +682,10 @@ impl Swarm {
                     return Ok(None);
                 }
                 if p.uploads.len() >= self.cfg.max_queued_uploads {
-                    return Err(format!(
-                        "more than {} requests outstanding",
-                        self.cfg.max_queued_uploads
-                    ));
+                    // Bounded either way; dropping the peer would cost
+                    // everything it was sending us.
+                    st.stats.requests_ignored += 1;
+                    return Ok(None);
                 }
                 p.uploads.push_back(b);
                 if !p.woken {
@@ -680,6 +712,7 @@ impl Swarm {
                     ));
                 }
                 st.stats.downloaded += block.len() as u64;
+                p.timeouts = 0;
                 match st.picker.received(key, index, begin, block) {
                     Received::Malformed => {
                         return Err(format!(
@@ -943,3 +976,27 @@ fn max_in_flight(piece_length: u32) -> usize {
 
 #[cfg(test)]
 mod tests;
+
+/// Blocks in flight over all peers for a download rate of `rate` bytes/s
+/// (see [`QUEUE_TIME`]).
+fn inflight_cap(rate: f64) -> usize {
+    let blocks = rate * QUEUE_TIME.as_secs_f64() / f64::from(super::wire::MAX_BLOCK);
+    (blocks.ceil() as usize).max(MIN_INFLIGHT)
+}
+
+/// Fold the bytes downloaded since the last mark into the smoothed rate,
+/// once a second.
+fn update_rate(st: &mut State, now: Instant) {
+    let (at, bytes) = st.rate_mark;
+    let dt = now.saturating_duration_since(at).as_secs_f64();
+    if dt < 1.0 {
+        return;
+    }
+    let got = st.stats.downloaded.saturating_sub(bytes) as f64 / dt;
+    st.rate = if st.rate == 0.0 {
+        got
+    } else {
+        0.5 * st.rate + 0.5 * got
+    };
+    st.rate_mark = (now, st.stats.downloaded);
+}
