@@ -8,9 +8,10 @@
 //! chain) by default, k for a tree; the coordinator decides the shape.
 //!
 //! **Data plane** ([`frame`]): TCP, length-prefixed binary frames, HELLO
-//! (session, MAC, first chunk wanted) → WELCOME, then CHUNK frames in
-//! order with KEEPALIVEs in silences, or REFUSE (e.g. `TooOld`: the chunk
-//! left the replay buffer). Every frame is bounded (the largest chunk in
+//! (version, session, MAC, first chunk wanted) → WELCOME, then the chunks
+//! in order — as PART frames forwarded as they arrive (cut-through), or
+//! whole CHUNK frames to a version-1 downstream — with KEEPALIVEs in
+//! silences, or REFUSE (e.g. `TooOld`: the chunk left the replay buffer). Every frame is bounded (the largest chunk in
 //! the manifest + 5 bytes; 2 KiB for HELLO) and every read is under a
 //! timeout. The head speaks the same protocol from the payload file: an
 //! upstream with an infinite replay buffer.
@@ -18,7 +19,8 @@
 //! **A node** ([`deploy_source`]) runs three threads and one per
 //! downstream:
 //! - the receiver ([`relay`]) connects to its upstream, says HELLO with its
-//!   next chunk, verifies every CHUNK *before* using it, and appends it to
+//!   next chunk, shares each chunk's parts with the senders as they
+//!   arrive, verifies the whole chunk *before* using it, and appends it to
 //!   the replay buffer ([`ring`]);
 //! - the listener ([`serve`]) gives each downstream a sender that streams
 //!   from the replay buffer as chunks arrive;

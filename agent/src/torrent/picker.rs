@@ -397,6 +397,19 @@ impl Picker {
         self.inflight.values().sum()
     }
 
+    /// Pieces with a block asked of `peer` and not yet received.
+    pub fn pieces_asked_of(&self, peer: PeerKey) -> Vec<u32> {
+        self.partial
+            .iter()
+            .filter(|(_, p)| {
+                p.blocks
+                    .iter()
+                    .any(|b| b.asked.iter().any(|(k, _)| *k == peer))
+            })
+            .map(|(&i, _)| i)
+            .collect()
+    }
+
     /// Blocks asked of `peer` and not yet received.
     pub fn asked_of(&self, peer: PeerKey) -> usize {
         self.inflight.get(&peer).copied().unwrap_or(0)

@@ -36,6 +36,15 @@ const MAX_DIALING: usize = 8;
 /// How often the ticker runs.
 const TICK: Duration = Duration::from_millis(250);
 
+/// What [`Swarm::take_upload`] found.
+pub(super) enum Upload {
+    Block(BlockRef, Vec<u8>),
+    /// The block's piece is no longer in the store: the queue was dropped,
+    /// the peer is to be choked and unchoked.
+    Gone,
+    Empty,
+}
+
 /// Read the 68-byte handshake a dialing peer sends first, within `timeout`.
 pub fn read_handshake(stream: &mut TcpStream, timeout: Duration) -> Result<Handshake, String> {
     stream
@@ -191,7 +200,23 @@ impl Swarm {
         w: &mut BufWriter<&TcpStream>,
         rx: &Receiver<Out>,
     ) -> bool {
-        while let Some((b, data)) = self.take_upload(key) {
+        loop {
+            let (b, data) = match self.take_upload(key) {
+                Upload::Block(b, data) => (b, data),
+                Upload::Gone => {
+                    // BEP 3: a choke discards every pending request; the
+                    // peer then asks again, elsewhere for what we lack.
+                    let ok = w
+                        .write_all(&Message::Choke.to_bytes())
+                        .and_then(|()| w.write_all(&Message::Unchoke.to_bytes()))
+                        .is_ok();
+                    if !ok {
+                        return false;
+                    }
+                    continue;
+                }
+                Upload::Empty => return true,
+            };
             let ok = w
                 .write_all(&piece_header(b.index, b.begin, b.length))
                 .and_then(|()| w.write_all(&data))
@@ -206,28 +231,33 @@ impl Swarm {
                 }
             }
         }
-        true
     }
 
-    /// The next block `key` asked for and its bytes (a block the store no
-    /// longer has is skipped: the asker times out and asks elsewhere);
-    /// `None` when its queue is empty, and the next request wakes the
-    /// writer again.
-    fn take_upload(&self, key: PeerKey) -> Option<(BlockRef, Vec<u8>)> {
-        loop {
-            let b = {
-                let mut st = self.lock();
-                let p = st.peers.get_mut(&key)?;
-                match p.uploads.pop_front() {
-                    Some(b) => b,
-                    None => {
-                        p.woken = false;
-                        return None;
-                    }
-                }
+    /// The next block `key` asked for and its bytes. A node's store keeps
+    /// a bounded window of pieces, so a piece it announced long ago may be
+    /// gone: then its whole queue is dropped ([`Upload::Gone`]). When the
+    /// queue is empty the next request wakes the writer again.
+    pub(super) fn take_upload(&self, key: PeerKey) -> Upload {
+        let b = {
+            let mut st = self.lock();
+            let Some(p) = st.peers.get_mut(&key) else {
+                return Upload::Empty;
             };
-            if let Some(data) = self.store.read(b.index, b.begin, b.length) {
-                return Some((b, data));
+            match p.uploads.pop_front() {
+                Some(b) => b,
+                None => {
+                    p.woken = false;
+                    return Upload::Empty;
+                }
+            }
+        };
+        match self.store.read(b.index, b.begin, b.length) {
+            Some(data) => Upload::Block(b, data),
+            None => {
+                if let Some(p) = self.lock().peers.get_mut(&key) {
+                    p.uploads.clear();
+                }
+                Upload::Gone
             }
         }
     }
@@ -291,20 +321,22 @@ impl Swarm {
         let st = &mut *guard;
         super::update_rate(st, now);
         // Requests unanswered too long: ask elsewhere, hold it against the
-        // peer.
+        // peer — once per sweep, however many blocks expired together
+        // (they were asked together: counted per block, one slow answer
+        // of three blocks dropped the peer at once).
+        let mut late = std::collections::HashSet::new();
         for (k, b) in st.picker.expire(now, self.cfg.request_timeout) {
             if let Some(p) = st.peers.get_mut(&k) {
-                p.timeouts += 1;
                 p.send(&Message::Cancel(b));
                 // It may no longer hold the piece (a node's store drops
                 // what it consumed long ago): stop asking it for that one.
-                if p.has.get(b.index) && !p.seed {
-                    p.has.clear(b.index);
-                    st.picker.avail[b.index as usize] -= 1;
-                    if !st.picker.have.get(b.index) {
-                        p.lacking -= 1;
-                    }
-                }
+                super::lost_piece(&mut st.picker, p, b.index);
+                late.insert(k);
+            }
+        }
+        for k in late {
+            if let Some(p) = st.peers.get_mut(&k) {
+                p.timeouts += 1;
                 if p.timeouts >= 3 {
                     log::info!("torrent: peer {} keeps not answering; dropping it", p.addr);
                     let _ = p.stream.shutdown(Shutdown::Both);

@@ -11,9 +11,10 @@
 //!
 //! **Policy.** Everyone connected is unchoked (a deployment swarm is one
 //! operator's machines: no tit-for-tat to play), so a peer's upload is
-//! shared by whoever asks. Bounded: at most `max_peers` connections, at
-//! most `pipeline` blocks asked of a peer at once and, over all peers, at
-//! most what arrives in [`QUEUE_TIME`] at the measured download rate (at
+//! shared by whoever asks. Bounded: at most `max_peers` connections; asked
+//! of a peer at once, what it sends us in [`QUEUE_TIME`] (at least
+//! [`MIN_DEPTH`], at most `pipeline` blocks) and, over all peers, at most
+//! what arrives in [`QUEUE_TIME`] at the measured download rate (at
 //! least [`MIN_INFLIGHT`]): deeper queues only wait in the links (32 nodes
 //! at 16 Mbit/s each asking 32 blocks of each of 31 peers queued 8 s of
 //! requests on every link, requests timed out and peers were dropped by
@@ -71,6 +72,10 @@ pub const QUEUE_TIME: Duration = Duration::from_secs(2);
 /// Blocks in flight over all peers, at least (1 MiB): before a rate is
 /// measured, and so a slow start still fills a fast link quickly.
 pub const MIN_INFLIGHT: usize = 64;
+/// Blocks asked of one peer at once, at least: before its rate is
+/// measured (4 blocks answered in 50 ms is already 1.3 MB/s), and so a
+/// slow peer is still asked for something.
+pub const MIN_DEPTH: usize = 4;
 
 /// Tunables of a swarm.
 #[derive(Debug, Clone)]
@@ -171,6 +176,11 @@ pub(crate) struct Peer {
     pub requested: u64,
     /// Piece messages it sent.
     pub pieces_in: u64,
+    /// Payload bytes it sent, and that count at the last rate update.
+    pub bytes_in: u64,
+    pub rate_mark: u64,
+    /// Its upload to us, bytes/s, smoothed over about two seconds.
+    pub rate: f64,
     /// Super-seeding: the pieces announced to it one by one.
     pub revealed: HashSet<u32>,
     /// Super-seeding: those of `revealed` it does not have yet.
@@ -433,9 +443,7 @@ impl Swarm {
         }
         let asked = picker.asked_of(key);
         let cap = inflight_cap(*rate);
-        let room = self
-            .cfg
-            .pipeline
+        let room = peer_depth(p.rate, self.cfg.pipeline)
             .saturating_sub(asked)
             .min(cap.saturating_sub(picker.inflight_total()));
         if room == 0 {
@@ -536,6 +544,9 @@ impl Swarm {
             timeouts: 0,
             requested: 0,
             pieces_in: 0,
+            bytes_in: 0,
+            rate_mark: 0,
+            rate: 0.0,
         };
         // Our pieces, then unchoke: everyone may ask (module doc).
         if st.picker.have.count() > 0 && !self.superseed {
@@ -621,6 +632,15 @@ impl Swarm {
             Message::KeepAlive | Message::Unknown { .. } => {}
             Message::Choke => {
                 p.peer_choking = true;
+                if !p.seed {
+                    // A node chokes us when it no longer holds a piece we
+                    // asked for (its store keeps a bounded window; BEP 3
+                    // cannot take a have back): ask others for what we
+                    // were waiting for from it.
+                    for i in st.picker.pieces_asked_of(key) {
+                        lost_piece(&mut st.picker, p, i);
+                    }
+                }
                 st.picker.forget_peer(key);
             }
             Message::Unchoke => {
@@ -712,6 +732,7 @@ impl Swarm {
                     ));
                 }
                 st.stats.downloaded += block.len() as u64;
+                p.bytes_in += block.len() as u64;
                 p.timeouts = 0;
                 match st.picker.received(key, index, begin, block) {
                     Received::Malformed => {
@@ -977,6 +998,17 @@ fn max_in_flight(piece_length: u32) -> usize {
 #[cfg(test)]
 mod tests;
 
+/// `p` may no longer hold piece `index`: stop asking it for that one.
+fn lost_piece(picker: &mut Picker, p: &mut Peer, index: u32) {
+    if p.has.get(index) && !p.seed {
+        p.has.clear(index);
+        picker.avail[index as usize] -= 1;
+        if !picker.have.get(index) {
+            p.lacking -= 1;
+        }
+    }
+}
+
 /// Blocks in flight over all peers for a download rate of `rate` bytes/s
 /// (see [`QUEUE_TIME`]).
 fn inflight_cap(rate: f64) -> usize {
@@ -984,19 +1016,38 @@ fn inflight_cap(rate: f64) -> usize {
     (blocks.ceil() as usize).max(MIN_INFLIGHT)
 }
 
-/// Fold the bytes downloaded since the last mark into the smoothed rate,
-/// once a second.
+/// Blocks to keep asked of a peer that sends us `rate` bytes/s: what it
+/// sends in [`QUEUE_TIME`], within `MIN_DEPTH..=pipeline`. A peer that
+/// many others ask at once sends each of them less, so each asks it for
+/// less and more of others, instead of queueing seconds of requests at
+/// its link until they time out.
+fn peer_depth(rate: f64, pipeline: usize) -> usize {
+    let blocks = rate * QUEUE_TIME.as_secs_f64() / f64::from(super::wire::MAX_BLOCK);
+    (blocks.ceil() as usize).clamp(MIN_DEPTH.min(pipeline), pipeline)
+}
+
+/// Fold the bytes downloaded since the last mark into the smoothed
+/// rates (the node's and each peer's), once a second.
 fn update_rate(st: &mut State, now: Instant) {
     let (at, bytes) = st.rate_mark;
     let dt = now.saturating_duration_since(at).as_secs_f64();
     if dt < 1.0 {
         return;
     }
-    let got = st.stats.downloaded.saturating_sub(bytes) as f64 / dt;
-    st.rate = if st.rate == 0.0 {
-        got
-    } else {
-        0.5 * st.rate + 0.5 * got
+    let smooth = |old: f64, new: f64| {
+        if old == 0.0 {
+            new
+        } else {
+            0.5 * old + 0.5 * new
+        }
     };
+    st.rate = smooth(
+        st.rate,
+        st.stats.downloaded.saturating_sub(bytes) as f64 / dt,
+    );
     st.rate_mark = (now, st.stats.downloaded);
+    for p in st.peers.values_mut() {
+        p.rate = smooth(p.rate, p.bytes_in.saturating_sub(p.rate_mark) as f64 / dt);
+        p.rate_mark = p.bytes_in;
+    }
 }

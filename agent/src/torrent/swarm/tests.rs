@@ -265,6 +265,11 @@ fn a_peer_that_cannot_trade_is_served_in_order() {
 #[test]
 fn blocks_in_flight_follow_the_download_rate() {
     assert_eq!(inflight_cap(0.0), MIN_INFLIGHT);
+    // And of one peer, what it sends in QUEUE_TIME, within MIN_DEPTH..=32.
+    assert_eq!(peer_depth(0.0, 32), MIN_DEPTH);
+    assert_eq!(peer_depth(100e3, 32), 13);
+    assert_eq!(peer_depth(10e6, 32), 32);
+    assert_eq!(peer_depth(0.0, 2), 2);
     // 2 MB/s for 2 s: 245 blocks of 16 KiB.
     assert_eq!(inflight_cap(2e6), 245);
     let sw = seeder(4, 1 << 20);
@@ -278,4 +283,62 @@ fn blocks_in_flight_follow_the_download_rate() {
     st.stats.downloaded += 1_000_000;
     update_rate(&mut st, t0 + Duration::from_secs(3));
     assert_eq!(st.rate, 1.5e6);
+}
+
+/// A node's store keeps a bounded window, so a piece it announced long
+/// ago may be gone when a peer asks for it. Skipped silently, the peer
+/// waited 20 s per request, then dropped the node as not answering (over
+/// 2000 drops in one 32-node run). Now its whole queue is dropped and the
+/// writer chokes and unchokes it (BEP 3: pending requests discarded).
+#[test]
+fn a_block_no_longer_held_empties_the_queue() {
+    // The helper's store is empty: every piece announced, none held.
+    let sw = seeder(8, 1 << 20);
+    let p = FakePeer::join(&sw, 1);
+    for begin in 0..3 {
+        let b = BlockRef {
+            index: 2,
+            begin: begin * MAX_BLOCK,
+            length: MAX_BLOCK,
+        };
+        sw.on_message(p.key, Message::Request(b)).unwrap();
+    }
+    assert!(matches!(sw.take_upload(p.key), conn::Upload::Gone));
+    assert!(sw.lock().peers[&p.key].uploads.is_empty());
+    assert!(matches!(sw.take_upload(p.key), conn::Upload::Empty));
+}
+
+/// On the other side: a node that chokes us while we wait for blocks of
+/// its pieces no longer counts as having them, and the blocks are free
+/// to ask of others at once.
+#[test]
+fn a_choking_node_is_not_asked_again_for_what_we_waited_for() {
+    let info = Info {
+        name: "t".into(),
+        length: 8 << 20,
+        piece_length: 1 << 20,
+        pieces: vec![[0; 20]; 8],
+    };
+    let sw = Swarm::leecher(
+        Arc::new(info),
+        SwarmConfig::new(PeerId([0xdd; 20])),
+        Arc::new(MemStore::new(64 << 20)),
+    );
+    let p = FakePeer::join(&sw, 1);
+    let mut has = Bitfield::new(8);
+    for i in [1, 3] {
+        has.set(i);
+    }
+    sw.on_message(p.key, Message::Bitfield(has.as_wire()))
+        .unwrap();
+    sw.on_message(p.key, Message::Unchoke).unwrap();
+    let asked = sw.lock().picker.pieces_asked_of(p.key);
+    assert!(!asked.is_empty());
+    sw.on_message(p.key, Message::Choke).unwrap();
+    let st = sw.lock();
+    for i in asked {
+        assert!(!st.peers[&p.key].has.get(i), "piece {i}");
+        assert_eq!(st.picker.avail[i as usize], 0);
+    }
+    assert_eq!(st.picker.asked_of(p.key), 0);
 }
