@@ -343,3 +343,36 @@ fn a_choking_node_is_not_asked_again_for_what_we_waited_for() {
     }
     assert_eq!(st.picker.asked_of(p.key), 0);
 }
+
+/// The tracker's first-listed peer (drover's tracker lists the server's
+/// seeder first) is asked for a full pipeline from the start; another
+/// peer with no rate measured yet, for MIN_DEPTH blocks.
+#[test]
+fn the_origin_gets_a_full_pipeline() {
+    let info = Info {
+        name: "t".into(),
+        length: 8 << 20,
+        piece_length: 1 << 20,
+        pieces: vec![[0; 20]; 8],
+    };
+    let sw = Swarm::leecher(
+        Arc::new(info),
+        SwarmConfig::new(PeerId([0xdd; 20])),
+        Arc::new(MemStore::new(64 << 20)),
+    );
+    sw.lock().origin = Some(SocketAddr::from(([10, 0, 0, 1], 6881)));
+    // Not seeds (a seed is spared by the picker): all but the last piece.
+    let mut has = Bitfield::new(8);
+    for i in 0..7 {
+        has.set(i);
+    }
+    let peers: Vec<FakePeer> = (1..=2).map(|n| FakePeer::join(&sw, n)).collect();
+    for p in &peers {
+        sw.on_message(p.key, Message::Bitfield(has.as_wire()))
+            .unwrap();
+        sw.on_message(p.key, Message::Unchoke).unwrap();
+    }
+    let st = sw.lock();
+    assert_eq!(st.picker.asked_of(peers[0].key), 32);
+    assert_eq!(st.picker.asked_of(peers[1].key), MIN_DEPTH);
+}
