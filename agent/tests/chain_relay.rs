@@ -131,9 +131,18 @@ mod chain {
         assert!(started.elapsed() < Duration::from_millis(900));
     }
 
-    /// An upstream that corrupts chunk 0 on its first connection, then
-    /// serves honestly; it returns the `want` of every HELLO.
-    fn fake_upstream(m: Arc<Manifest>) -> (SocketAddr, Arc<Mutex<Vec<u32>>>) {
+    /// What the fake upstream does wrong on its first connection.
+    #[derive(Clone, Copy)]
+    enum Fault {
+        /// Chunk 0 with a flipped bit.
+        Corrupt,
+        /// A PART of 10 bytes at the start of chunk 0 (not completing it).
+        TinyPart,
+    }
+
+    /// An upstream that does `fault` on its first connection, then serves
+    /// honestly; it returns the `want` of every HELLO.
+    fn fake_upstream(m: Arc<Manifest>, fault: Fault) -> (SocketAddr, Arc<Mutex<Vec<u32>>>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let hellos = Arc::new(Mutex::new(Vec::new()));
@@ -157,7 +166,14 @@ mod chain {
                     let mut bytes =
                         PAYLOAD[e.offset as usize..(e.offset + e.length) as usize].to_vec();
                     if n == 0 && i == 0 {
-                        bytes[0] ^= 0x40;
+                        match fault {
+                            Fault::Corrupt => bytes[0] ^= 0x40,
+                            Fault::TinyPart => {
+                                let part = frame::part_header(0, 0, 10);
+                                let _ = s.write_all(&part).and_then(|()| s.write_all(&bytes[..10]));
+                                break;
+                            }
+                        }
                     }
                     if frame::write_chunk(&mut s, i, &bytes).is_err() {
                         break;
@@ -173,7 +189,7 @@ mod chain {
     #[test]
     fn a_corrupt_chunk_is_refused_reported_and_fetched_again() {
         let m = manifest();
-        let (upstream, hellos) = fake_upstream(m.clone());
+        let (upstream, hellos) = fake_upstream(m.clone(), Fault::Corrupt);
         let assignment = move |generation| {
             serde_json::to_vec(&Assignment {
                 session: "demo@1".into(),
@@ -204,5 +220,45 @@ mod chain {
         assert!(seen
             .iter()
             .any(|(p, b)| p == "/api/v1/chain/leave" && b.contains(r#""complete":true"#)));
+    }
+
+    /// A PART that does not complete its chunk carries at least PART_MIN
+    /// bytes: sliced thinner, a chunk in parts would cost far more memory
+    /// than its bytes. Refused (not blamed as corrupt), fetched again.
+    #[test]
+    fn a_tiny_part_is_refused_and_the_chunk_fetched_again() {
+        let m = manifest();
+        assert!(m.chunks[0].length > 10);
+        let (upstream, hellos) = fake_upstream(m.clone(), Fault::TinyPart);
+        let assignment = move |generation| {
+            serde_json::to_vec(&Assignment {
+                session: "demo@1".into(),
+                status: Status::Attached,
+                generation,
+                upstream: Some(upstream.to_string()),
+                heartbeat_ms: 100,
+                downstreams_pending: 0,
+            })
+            .unwrap()
+        };
+        let (url, seen) = fake_coordinator(move |_| ("200 OK".into(), assignment(1)));
+        let mut source = deploy_source(options(&url), m.clone(), None).unwrap();
+        verify_payload(&m, &mut source).unwrap();
+        let stats = source.finish(Duration::ZERO);
+        assert_eq!((stats.received, stats.corrupt, stats.reports), (5, 0, 1));
+        assert_eq!(*hellos.lock().unwrap(), [0, 0]);
+        let seen = seen.lock().unwrap();
+        let report = seen
+            .iter()
+            .find(|(p, _)| p == "/api/v1/chain/upstream-failed")
+            .expect("a failure report");
+        assert!(report.1.contains(r#""reason":"refused""#), "{}", report.1);
+        assert!(
+            report
+                .1
+                .contains("a part of 10 bytes that does not end chunk 0 (at least 1024)"),
+            "{}",
+            report.1
+        );
     }
 }

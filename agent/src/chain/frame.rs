@@ -54,6 +54,10 @@ pub const VERSION: u8 = 2;
 pub const PART_MAX: usize = 64 << 10;
 /// Bytes before a PART's data: length, kind, index, offset.
 pub const PART_HEADER: usize = 13;
+/// A PART that does not complete its chunk carries at least this many
+/// bytes (a receiver refuses less): what a partial chunk costs in memory
+/// stays within a few percent of its bytes, however an upstream slices it.
+pub const PART_MIN: usize = 1024;
 /// The largest non-CHUNK frame (a REFUSE with its longest message).
 pub const CONTROL_LIMIT: usize = 2048;
 /// REFUSE messages are cut to this many bytes (on a char boundary).
@@ -500,7 +504,7 @@ pub fn write_chunk(w: &mut impl Write, index: u32, bytes: &[u8]) -> io::Result<(
 }
 
 /// Write `bytes`, which start at `offset` of chunk `index`, as PART frames
-/// of at most `max` bytes (clamped to 1..=[`PART_MAX`]), without copying
+/// of at most `max` bytes (clamped to [`PART_MIN`]..=[`PART_MAX`]), without copying
 /// them.
 pub fn write_parts(
     w: &mut impl Write,
@@ -509,7 +513,7 @@ pub fn write_parts(
     bytes: &[u8],
     max: usize,
 ) -> io::Result<()> {
-    let max = max.clamp(1, PART_MAX);
+    let max = max.clamp(PART_MIN, PART_MAX);
     for (i, part) in bytes.chunks(max).enumerate() {
         let at = offset + i * max;
         let at = u32::try_from(at).map_err(|_| io::Error::other("chunk offset past 4 GiB"))?;

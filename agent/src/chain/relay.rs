@@ -58,8 +58,9 @@ pub struct RelayConfig {
     /// Pause before reconnecting after a failure the coordinator did not
     /// answer with a new assignment.
     pub retry_pause: Duration,
-    /// The largest PART sent to a version-2 downstream (at most
-    /// `frame::PART_MAX`): how far ahead of verification each hop forwards.
+    /// The largest PART sent to a version-2 downstream (clamped to
+    /// `frame::PART_MIN..=PART_MAX`): how far ahead of verification each
+    /// hop forwards.
     pub part_bytes: usize,
     /// See [`ForwardTap`].
     pub forward_tap: Option<ForwardTap>,
@@ -527,6 +528,16 @@ fn receive_from(sh: &Shared, generation: u64, upstream: &str, want: u32) -> Outc
                     return Outcome::Failed(
                         FailReason::Corrupt,
                         format!("sent {end} bytes of chunk {index}, which has {length}"),
+                    );
+                }
+                if end < length && bytes.len() < frame::PART_MIN {
+                    return Outcome::Failed(
+                        FailReason::Refused,
+                        format!(
+                            "sent a part of {} bytes that does not end chunk {index} (at least {})",
+                            bytes.len(),
+                            frame::PART_MIN
+                        ),
                     );
                 }
                 last_chunk = Instant::now();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use drover_agent::chain::frame::{
     chunk_header, decode_body, frame_len, part_header, Frame, Refuse, RefuseCode, CONTROL_LIMIT,
-    PART_MAX,
+    PART_MAX, PART_MIN,
 };
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -33,7 +33,7 @@ pub struct HeadConfig {
     /// other traffic, or to pace a test.
     pub max_rate: Option<u64>,
     /// The largest PART sent to a version-2 downstream (clamped to
-    /// 1..=`PART_MAX`).
+    /// `PART_MIN..=PART_MAX`).
     pub part_bytes: usize,
 }
 
@@ -176,7 +176,7 @@ async fn serve_one(
         }
         // In parts, so the first node forwards each part as it arrives
         // (cut-through; see the frame module).
-        let max = cfg.part_bytes.clamp(1, PART_MAX);
+        let max = cfg.part_bytes.clamp(PART_MIN, PART_MAX);
         for (k, part) in buf.chunks(max).enumerate() {
             pace(cfg, started, sent).await;
             let offset = (k * max) as u32;

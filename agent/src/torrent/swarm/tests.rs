@@ -30,6 +30,22 @@ fn seeder(pieces: u32, piece_length: u32) -> Arc<Swarm> {
     )
 }
 
+/// A node's swarm of `pieces` pieces of `piece_length` bytes, nothing
+/// had yet (their hashes do not matter: nothing is verified).
+fn leecher(pieces: u32, piece_length: u32) -> Arc<Swarm> {
+    let info = Info {
+        name: "t".into(),
+        length: u64::from(pieces) * u64::from(piece_length),
+        piece_length,
+        pieces: vec![[0; 20]; pieces as usize],
+    };
+    Swarm::leecher(
+        Arc::new(info),
+        SwarmConfig::new(PeerId([0xdd; 20])),
+        Arc::new(MemStore::new(64 << 20)),
+    )
+}
+
 /// A registered peer: its key, what it was sent, its stream's ends.
 struct FakePeer {
     key: PeerKey,
@@ -311,17 +327,7 @@ fn a_block_no_longer_held_empties_the_queue() {
 /// to ask of others at once.
 #[test]
 fn a_choking_node_is_not_asked_again_for_what_we_waited_for() {
-    let info = Info {
-        name: "t".into(),
-        length: 8 << 20,
-        piece_length: 1 << 20,
-        pieces: vec![[0; 20]; 8],
-    };
-    let sw = Swarm::leecher(
-        Arc::new(info),
-        SwarmConfig::new(PeerId([0xdd; 20])),
-        Arc::new(MemStore::new(64 << 20)),
-    );
+    let sw = leecher(8, 1 << 20);
     let p = FakePeer::join(&sw, 1);
     let mut has = Bitfield::new(8);
     for i in [1, 3] {
@@ -346,17 +352,7 @@ fn a_choking_node_is_not_asked_again_for_what_we_waited_for() {
 /// peer with no rate measured yet, for MIN_DEPTH blocks.
 #[test]
 fn the_origin_gets_a_full_pipeline() {
-    let info = Info {
-        name: "t".into(),
-        length: 8 << 20,
-        piece_length: 1 << 20,
-        pieces: vec![[0; 20]; 8],
-    };
-    let sw = Swarm::leecher(
-        Arc::new(info),
-        SwarmConfig::new(PeerId([0xdd; 20])),
-        Arc::new(MemStore::new(64 << 20)),
-    );
+    let sw = leecher(8, 1 << 20);
     sw.lock().origin = Some(SocketAddr::from(([10, 0, 0, 1], 6881)));
     // Not seeds (a seed is spared by the picker): all but the last piece.
     let mut has = Bitfield::new(8);
