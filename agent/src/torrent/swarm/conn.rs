@@ -330,7 +330,7 @@ impl Swarm {
                 p.send(&Message::Cancel(b));
                 // It may no longer hold the piece (a node's store drops
                 // what it consumed long ago): stop asking it for that one.
-                super::lost_piece(&mut st.picker, p, b.index);
+                super::lost_piece(&mut st.picker, p, b.index, st.origin);
                 late.insert(k);
             }
         }

@@ -644,7 +644,7 @@ impl Swarm {
                     // cannot take a have back): ask others for what we
                     // were waiting for from it.
                     for i in st.picker.pieces_asked_of(key) {
-                        lost_piece(&mut st.picker, p, i);
+                        lost_piece(&mut st.picker, p, i, st.origin);
                     }
                 }
                 st.picker.forget_peer(key);
@@ -893,7 +893,8 @@ impl Swarm {
                     let again = (first..end)
                         .filter(|&i| unseen(i) && picker.avail[i as usize] == 0 && stale(i))
                         .min_by_key(|&i| (given[i as usize], i))
-                        .or(Some(first).filter(|&i| unseen(i) && waited >= RESHOW_AFTER));
+                        // Shown before or not: it waits for it.
+                        .or(Some(first).filter(|&i| !p.has.get(i) && waited >= RESHOW_AFTER));
                     match again {
                         Some(i) => i,
                         None => break,
@@ -1011,8 +1012,12 @@ fn max_in_flight(piece_length: u32) -> usize {
 mod tests;
 
 /// `p` may no longer hold piece `index`: stop asking it for that one.
-fn lost_piece(picker: &mut Picker, p: &mut Peer, index: u32) {
-    if p.has.get(index) && !p.seed {
+/// Not a seed, nor the origin (the server's seeder never drops a piece):
+/// a piece the seeder showed us and we stopped asking it for was never
+/// shown again (it waits for us to have it), and 7 of 8 nodes stalled
+/// until their connections to it timed out (150 s).
+fn lost_piece(picker: &mut Picker, p: &mut Peer, index: u32, origin: Option<SocketAddr>) {
+    if p.has.get(index) && !p.seed && origin != Some(p.addr) {
         p.has.clear(index);
         picker.avail[index as usize] -= 1;
         if !picker.have.get(index) {

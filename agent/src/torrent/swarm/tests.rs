@@ -369,3 +369,26 @@ fn the_origin_gets_a_full_pipeline() {
     assert_eq!(st.picker.asked_of(peers[0].key), 32);
     assert_eq!(st.picker.asked_of(peers[1].key), MIN_DEPTH);
 }
+
+/// The origin (the server's seeder) never drops a piece: choked by it, or
+/// its requests timed out, a node keeps counting it as having what it
+/// showed. Cleared, those pieces were never asked of it again while it
+/// waited for the node to have them: 7 of 8 nodes stalled for 150 s.
+#[test]
+fn the_origin_keeps_its_pieces_when_it_chokes() {
+    let sw = leecher(8, 1 << 20);
+    sw.lock().origin = Some(SocketAddr::from(([10, 0, 0, 1], 6881)));
+    let p = FakePeer::join(&sw, 1);
+    let mut has = Bitfield::new(8);
+    for i in [1, 3] {
+        has.set(i);
+    }
+    sw.on_message(p.key, Message::Bitfield(has.as_wire()))
+        .unwrap();
+    sw.on_message(p.key, Message::Unchoke).unwrap();
+    assert!(!sw.lock().picker.pieces_asked_of(p.key).is_empty());
+    sw.on_message(p.key, Message::Choke).unwrap();
+    let st = sw.lock();
+    assert!(st.peers[&p.key].has.get(1) && st.peers[&p.key].has.get(3));
+    assert_eq!((st.picker.avail[1], st.picker.avail[3]), (1, 1));
+}
