@@ -186,10 +186,8 @@ mod chain {
         (addr, hellos)
     }
 
-    #[test]
-    fn a_corrupt_chunk_is_refused_reported_and_fetched_again() {
-        let m = manifest();
-        let (upstream, hellos) = fake_upstream(m.clone(), Fault::Corrupt);
+    /// A coordinator whose every answer attaches the node to `upstream`.
+    fn attached_to(upstream: SocketAddr) -> (String, Requests) {
         let assignment = move |generation| {
             serde_json::to_vec(&Assignment {
                 session: "demo@1".into(),
@@ -201,7 +199,14 @@ mod chain {
             })
             .unwrap()
         };
-        let (url, seen) = fake_coordinator(move |_| ("200 OK".into(), assignment(1)));
+        fake_coordinator(move |_| ("200 OK".into(), assignment(1)))
+    }
+
+    #[test]
+    fn a_corrupt_chunk_is_refused_reported_and_fetched_again() {
+        let m = manifest();
+        let (upstream, hellos) = fake_upstream(m.clone(), Fault::Corrupt);
+        let (url, seen) = attached_to(upstream);
         let mut source = deploy_source(options(&url), m.clone(), None).unwrap();
         // The pipeline's own check of the whole payload: every chunk verified.
         verify_payload(&m, &mut source).unwrap();
@@ -230,18 +235,7 @@ mod chain {
         let m = manifest();
         assert!(m.chunks[0].length > 10);
         let (upstream, hellos) = fake_upstream(m.clone(), Fault::TinyPart);
-        let assignment = move |generation| {
-            serde_json::to_vec(&Assignment {
-                session: "demo@1".into(),
-                status: Status::Attached,
-                generation,
-                upstream: Some(upstream.to_string()),
-                heartbeat_ms: 100,
-                downstreams_pending: 0,
-            })
-            .unwrap()
-        };
-        let (url, seen) = fake_coordinator(move |_| ("200 OK".into(), assignment(1)));
+        let (url, seen) = attached_to(upstream);
         let mut source = deploy_source(options(&url), m.clone(), None).unwrap();
         verify_payload(&m, &mut source).unwrap();
         let stats = source.finish(Duration::ZERO);

@@ -14,17 +14,21 @@ use super::*;
 use crate::torrent::metainfo::Info;
 use crate::torrent::wire::MAX_BLOCK;
 
-/// A seeder's swarm of `pieces` pieces of `piece_length` bytes (their
-/// hashes do not matter: nothing is uploaded).
-fn seeder(pieces: u32, piece_length: u32) -> Arc<Swarm> {
-    let info = Info {
+/// A torrent of `pieces` pieces of `piece_length` bytes.
+fn info(pieces: u32, piece_length: u32) -> Info {
+    Info {
         name: "t".into(),
         length: u64::from(pieces) * u64::from(piece_length),
         piece_length,
         pieces: vec![[0; 20]; pieces as usize],
-    };
+    }
+}
+
+/// A seeder's swarm of `pieces` pieces of `piece_length` bytes (their
+/// hashes do not matter: nothing is uploaded).
+fn seeder(pieces: u32, piece_length: u32) -> Arc<Swarm> {
     Swarm::seeder(
-        Arc::new(info),
+        Arc::new(info(pieces, piece_length)),
         SwarmConfig::new(PeerId([0xee; 20])),
         Arc::new(MemStore::new(0)),
     )
@@ -33,14 +37,8 @@ fn seeder(pieces: u32, piece_length: u32) -> Arc<Swarm> {
 /// A node's swarm of `pieces` pieces of `piece_length` bytes, nothing
 /// had yet (their hashes do not matter: nothing is verified).
 fn leecher(pieces: u32, piece_length: u32) -> Arc<Swarm> {
-    let info = Info {
-        name: "t".into(),
-        length: u64::from(pieces) * u64::from(piece_length),
-        piece_length,
-        pieces: vec![[0; 20]; pieces as usize],
-    };
     Swarm::leecher(
-        Arc::new(info),
+        Arc::new(info(pieces, piece_length)),
         SwarmConfig::new(PeerId([0xdd; 20])),
         Arc::new(MemStore::new(64 << 20)),
     )
