@@ -392,11 +392,6 @@ impl Picker {
         out
     }
 
-    /// Blocks asked of any peer and not yet received.
-    pub fn inflight_total(&self) -> usize {
-        self.inflight.values().sum()
-    }
-
     /// Pieces with a block asked of `peer` and not yet received.
     pub fn pieces_asked_of(&self, peer: PeerKey) -> Vec<u32> {
         self.partial
