@@ -8,8 +8,13 @@
 //!
 //! **Order inside the window.** Pieces already started come first (to
 //! finish what is in memory), then new pieces rarest first (fewest
-//! connected non-seed peers have them; the nearest to `write_pos` on a
-//! tie), which spreads pieces over the swarm as BEP 3 intends.
+//! connected non-seed peers have them), which spreads pieces over the
+//! swarm as BEP 3 intends. On a tie the nearest [`SPREAD_BYTES`] to
+//! `write_pos` come first, and inside those each node starts at its
+//! stripe rank: with the nearest piece first, every node of a 32-node
+//! swarm asked the one node that held it (the seeder shows each piece to
+//! one node), then the holder of the next, and the other links idled:
+//! no node wrote its first chunk for 20 s.
 //!
 //! **Seeds are the last resort.** The server's seeder must not upload the
 //! image once per node: from a seed a node only asks for pieces that no
@@ -38,6 +43,10 @@ use super::wire::{BlockRef, MAX_BLOCK};
 /// Blocks of pieces other than the one the disk waits for are stolen
 /// after this many times `steal_after` (module doc).
 pub const STEAL_FAR_FACTOR: u32 = 4;
+
+/// Pieces equally rare and within this many bytes of each other are
+/// started in an order that differs from node to node (module doc).
+pub const SPREAD_BYTES: u64 = 2 << 20;
 
 /// A connection, as the picker knows it.
 pub type PeerKey = u64;
@@ -239,7 +248,16 @@ impl Picker {
                 .filter(|&i| self.avail[i as usize] == 0)
                 .min_by_key(|&i| (i % n != rank, i))
         } else {
-            fresh.min_by_key(|&i| (self.avail[i as usize], i))
+            // Ties: nearest group of SPREAD_BYTES first, and inside it
+            // each node from its own place (rank), so that the nodes do
+            // not all ask the holder of the nearest piece at once.
+            let group = u32::try_from(SPREAD_BYTES / u64::from(self.piece_length.max(1)))
+                .unwrap_or(u32::MAX)
+                .max(1);
+            fresh.min_by_key(|&i| {
+                let d = i - self.write_pos;
+                (self.avail[i as usize], d / group, (d + rank) % group)
+            })
         }
     }
 

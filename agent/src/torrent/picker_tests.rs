@@ -37,6 +37,35 @@ fn rarest_first_inside_the_window_nearest_on_a_tie() {
     assert!(p.pick(peer, 100, now).is_empty());
 }
 
+/// Equally rare pieces: the nearest SPREAD_BYTES first, each node from
+/// its own rank inside them, so the nodes do not all ask the holder of
+/// the nearest piece at once.
+#[test]
+fn ties_start_at_each_nodes_rank_within_the_nearest_group() {
+    let group = (SPREAD_BYTES / u64::from(PIECE)) as u32;
+    assert_eq!(group, 32);
+    let has = Bitfield::full(64);
+    let peer = PeerView {
+        key: 1,
+        has: &has,
+        seed: false,
+    };
+    let first_pieces = |rank: u32, avail: &[(usize, u16)]| {
+        let mut p = picker(64, 64);
+        p.avail = vec![1; 64];
+        for &(i, a) in avail {
+            p.avail[i] = a;
+        }
+        p.stripe = (rank, 4);
+        let got = p.pick(peer, 4 * 4, Instant::now());
+        got.chunks(4).map(|c| c[0].index).collect::<Vec<u32>>()
+    };
+    assert_eq!(first_pieces(0, &[]), [0, 1, 2, 3]);
+    assert_eq!(first_pieces(3, &[]), [29, 30, 31, 0]);
+    // Rarer still comes first, wherever it is.
+    assert_eq!(first_pieces(3, &[(40, 0)]), [40, 29, 30, 31]);
+}
+
 #[test]
 fn a_seed_is_asked_only_for_what_no_peer_has_its_stripe_first() {
     let mut p = picker(8, 8);

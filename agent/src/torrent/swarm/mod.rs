@@ -60,9 +60,10 @@ const REVEAL_SPAN_BYTES: u64 = 32 << 20;
 /// 16 peers × 4 pieces of 256 KiB at once, a piece took 16 MiB at the
 /// server's rate to arrive anywhere.
 const IN_FLIGHT_BYTES: u64 = 2 << 20;
-/// Super-seeding: a piece shown this long ago that nobody has yet, or a
-/// peer's first missing piece it has waited this long for, may be shown
-/// again (to a peer with nothing else shown).
+/// Super-seeding: a piece nobody has yet that has not moved for this
+/// long, or a peer's first missing piece it has waited this long for and
+/// nobody got for as long, may be shown again (to a peer with nothing
+/// else shown).
 const RESHOW_AFTER: Duration = Duration::from_secs(5);
 pub use conn::{read_handshake, Out};
 
@@ -216,8 +217,10 @@ pub(crate) struct State {
     pub stopped: bool,
     /// Super-seeding: how often each piece was announced to a peer.
     pub given: Vec<u16>,
-    /// Super-seeding: when each piece was last announced.
-    pub shown_at: Vec<Option<Instant>>,
+    /// Super-seeding: when each piece last moved: announced, a block of
+    /// it sent to a peer it was shown to, or a peer got it. A piece that
+    /// moved lately is on its way, not to be shown again.
+    pub moved_at: Vec<Option<Instant>>,
     /// When the peers' rates were last updated.
     pub rate_mark: Instant,
     /// The tracker's first-listed peer: drover's tracker lists the
@@ -286,7 +289,7 @@ impl Swarm {
                 origin: None,
                 stopped: false,
                 given: vec![0; if full { count as usize } else { 0 }],
-                shown_at: vec![None; if full { count as usize } else { 0 }],
+                moved_at: vec![None; if full { count as usize } else { 0 }],
             }),
             cv: Condvar::new(),
         })
@@ -827,8 +830,9 @@ impl Swarm {
     /// peer if that is more, shared among them), so a piece shown arrives soon and can be traded while the
     /// server sends the next. A peer with nothing shown and no fresh piece
     /// within reach is shown a piece again after [`RESHOW_AFTER`]: one
-    /// nobody has yet, shown that long ago (its holder is slow or gone),
-    /// else the piece its disk has waited for that long. Pieces shown and
+    /// nobody has yet that has not moved for that long (shown, or a block
+    /// of it sent: its holder is stuck or gone), else the piece its disk
+    /// has waited for that long if nobody got it for as long. Pieces shown and
     /// never fetched go back to the pool when the peer leaves, and so do
     /// pieces whose only holder left. A peer that has not had a piece from
     /// anyone else for [`RESHOW_AFTER`] while others hold pieces it lacks
@@ -862,7 +866,7 @@ impl Swarm {
             peers,
             picker,
             given,
-            shown_at,
+            moved_at,
             ..
         } = st;
         let Some(p) = peers.get_mut(&key) else { return };
@@ -903,14 +907,21 @@ impl Swarm {
                 Some(_) => break,
                 None if p.shown.is_empty() => {
                     let stale = |i: u32| {
-                        shown_at[i as usize]
+                        moved_at[i as usize]
                             .is_none_or(|t| now.saturating_duration_since(t) >= RESHOW_AFTER)
                     };
                     let again = (first..end)
                         .filter(|&i| unseen(i) && picker.avail[i as usize] == 0 && stale(i))
                         .min_by_key(|&i| (given[i as usize], i))
-                        // Shown before or not: it waits for it.
-                        .or(Some(first).filter(|&i| !p.has.get(i) && waited >= RESHOW_AFTER));
+                        // Shown before or not: it waits for it, and
+                        // nobody got it lately (its holders do not serve
+                        // it). A piece spreading from node to node is
+                        // not stuck: 32 nodes that all waited over 5 s
+                        // for the piece after their first chunk (its
+                        // holder's link shared by all of them) were each
+                        // sent it by the server.
+                        .or(Some(first)
+                            .filter(|&i| !p.has.get(i) && waited >= RESHOW_AFTER && stale(i)));
                     match again {
                         Some(i) => i,
                         None => break,
@@ -919,7 +930,7 @@ impl Swarm {
                 None => break,
             };
             given[i as usize] = given[i as usize].saturating_add(1);
-            shown_at[i as usize] = Some(now);
+            moved_at[i as usize] = Some(now);
             p.revealed.insert(i);
             p.shown.insert(i);
             in_flight += 1;
@@ -942,6 +953,9 @@ impl Swarm {
         if !p.has.set(i) {
             return false;
         }
+        if let Some(t) = st.moved_at.get_mut(i as usize) {
+            *t = Some(Instant::now());
+        }
         if !p.seed {
             st.picker.avail[i as usize] += 1;
         }
@@ -961,6 +975,11 @@ impl Swarm {
     /// 10 s): a seeder waiting for them would leave a lone client with
     /// nothing to fetch meanwhile.
     pub(crate) fn sent_block(&self, key: PeerKey, b: BlockRef, len: usize) {
+        self.sent_block_at(key, b, len, Instant::now());
+    }
+
+    /// [`Swarm::sent_block`] at `now`.
+    fn sent_block_at(&self, key: PeerKey, b: BlockRef, len: usize, now: Instant) {
         let mut guard = self.lock();
         let st = &mut *guard;
         st.stats.uploaded += len as u64;
@@ -973,6 +992,10 @@ impl Swarm {
         if !p.shown.contains(&b.index) {
             return;
         }
+        // On its way: not to be shown again as stale (at 32 nodes a
+        // piece shown took over 5 s to arrive at the server's share of a
+        // busy node's link, and a third of the pieces left it twice).
+        st.moved_at[b.index as usize] = Some(now);
         let sent = p.sent.entry(b.index).or_insert(0);
         *sent = sent.saturating_add(len as u32);
         if *sent < self.info.piece_size(b.index) {
@@ -980,7 +1003,7 @@ impl Swarm {
         }
         p.sent.remove(&b.index);
         self.peer_got(st, key, b.index);
-        self.reveal(st, key, Instant::now());
+        self.reveal(st, key, now);
     }
 
     /// Super-seeding: show pieces to the peers that have nothing shown
