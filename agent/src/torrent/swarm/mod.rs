@@ -825,7 +825,8 @@ impl Swarm {
     /// shown comes first, the first such in the payload's order within the
     /// peer's reach ([`reveal_span`] past its first missing piece): so
     /// each piece leaves the server about once, in the order the disks
-    /// consume them, and the nodes trade the rest. Little is shown at once
+    /// consume them, and the nodes trade the rest; no peer is shown more
+    /// of those than [`fair_firsts`] allows. Little is shown at once
     /// ([`max_in_flight`] pieces not yet had over all peers, or two per
     /// peer if that is more, shared among them), so a piece shown arrives soon and can be traded while the
     /// server sends the next. A peer with nothing shown and no fresh piece
