@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use drover_agent::chain::api::{Assignment, Status};
 use drover_agent::chain::frame::{self, Frame};
-use drover_agent::chain::{deploy_source, ChainOptions, RelayConfig};
+use drover_agent::chain::{deploy_source, ChainOptions, RelayConfig, RelayStats};
 use drover_agent::image::{verify_payload, Manifest};
 use kernel_cmdline::MacAddr;
 
@@ -202,26 +202,41 @@ mod chain {
         fake_coordinator(move |_| ("200 OK".into(), assignment(1)))
     }
 
-    #[test]
-    fn a_corrupt_chunk_is_refused_reported_and_fetched_again() {
+    /// A node attached to a fake upstream that commits `fault`: it
+    /// verifies the whole payload all the same (the pipeline's own
+    /// check). Its counters, the chunks it said HELLO from, and the
+    /// requests its coordinator saw.
+    fn relay_through(fault: Fault) -> (RelayStats, Vec<u32>, Vec<(String, String)>) {
         let m = manifest();
-        let (upstream, hellos) = fake_upstream(m.clone(), Fault::Corrupt);
+        let (upstream, hellos) = fake_upstream(m.clone(), fault);
         let (url, seen) = attached_to(upstream);
         let mut source = deploy_source(options(&url), m.clone(), None).unwrap();
-        // The pipeline's own check of the whole payload: every chunk verified.
         verify_payload(&m, &mut source).unwrap();
         let stats = source.finish(Duration::ZERO);
-        assert_eq!((stats.received, stats.corrupt, stats.reports), (5, 1, 1));
-        // Resumed from the chunk that failed.
-        assert_eq!(*hellos.lock().unwrap(), [0, 0]);
-        let seen = seen.lock().unwrap();
-        let report = seen
+        let hellos = hellos.lock().unwrap().clone();
+        let seen = seen.lock().unwrap().clone();
+        (stats, hellos, seen)
+    }
+
+    /// The body of the node's failure report.
+    fn failure_report(seen: &[(String, String)]) -> &str {
+        &seen
             .iter()
             .find(|(p, _)| p == "/api/v1/chain/upstream-failed")
-            .expect("a failure report");
-        assert!(report.1.contains(r#""reason":"corrupt""#), "{}", report.1);
-        assert!(report.1.contains(r#""want":0"#), "{}", report.1);
-        assert!(report.1.contains("chunk 0: SHA-256 is"), "{}", report.1);
+            .expect("a failure report")
+            .1
+    }
+
+    #[test]
+    fn a_corrupt_chunk_is_refused_reported_and_fetched_again() {
+        let (stats, hellos, seen) = relay_through(Fault::Corrupt);
+        assert_eq!((stats.received, stats.corrupt, stats.reports), (5, 1, 1));
+        // Resumed from the chunk that failed.
+        assert_eq!(hellos, [0, 0]);
+        let report = failure_report(&seen);
+        assert!(report.contains(r#""reason":"corrupt""#), "{report}");
+        assert!(report.contains(r#""want":0"#), "{report}");
+        assert!(report.contains("chunk 0: SHA-256 is"), "{report}");
         assert!(seen
             .iter()
             .any(|(p, b)| p == "/api/v1/chain/leave" && b.contains(r#""complete":true"#)));
@@ -232,27 +247,15 @@ mod chain {
     /// than its bytes. Refused (not blamed as corrupt), fetched again.
     #[test]
     fn a_tiny_part_is_refused_and_the_chunk_fetched_again() {
-        let m = manifest();
-        assert!(m.chunks[0].length > 10);
-        let (upstream, hellos) = fake_upstream(m.clone(), Fault::TinyPart);
-        let (url, seen) = attached_to(upstream);
-        let mut source = deploy_source(options(&url), m.clone(), None).unwrap();
-        verify_payload(&m, &mut source).unwrap();
-        let stats = source.finish(Duration::ZERO);
+        assert!(manifest().chunks[0].length > 10);
+        let (stats, hellos, seen) = relay_through(Fault::TinyPart);
         assert_eq!((stats.received, stats.corrupt, stats.reports), (5, 0, 1));
-        assert_eq!(*hellos.lock().unwrap(), [0, 0]);
-        let seen = seen.lock().unwrap();
-        let report = seen
-            .iter()
-            .find(|(p, _)| p == "/api/v1/chain/upstream-failed")
-            .expect("a failure report");
-        assert!(report.1.contains(r#""reason":"refused""#), "{}", report.1);
+        assert_eq!(hellos, [0, 0]);
+        let report = failure_report(&seen);
+        assert!(report.contains(r#""reason":"refused""#), "{report}");
         assert!(
-            report
-                .1
-                .contains("a part of 10 bytes that does not end chunk 0 (at least 1024)"),
-            "{}",
-            report.1
+            report.contains("a part of 10 bytes that does not end chunk 0 (at least 1024)"),
+            "{report}"
         );
     }
 }

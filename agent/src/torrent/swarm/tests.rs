@@ -79,6 +79,18 @@ impl FakePeer {
         out
     }
 
+    /// Its first message is a bitfield of `pieces` (of `count`), then it
+    /// unchokes us.
+    fn offers(&self, sw: &Swarm, count: u32, pieces: impl IntoIterator<Item = u32>) {
+        let mut has = Bitfield::new(count);
+        for i in pieces {
+            has.set(i);
+        }
+        sw.on_message(self.key, Message::Bitfield(has.as_wire()))
+            .unwrap();
+        sw.on_message(self.key, Message::Unchoke).unwrap();
+    }
+
     /// It got `pieces`.
     fn got(&self, sw: &Swarm, pieces: &[u32]) {
         for &i in pieces {
@@ -398,13 +410,7 @@ fn a_block_no_longer_held_empties_the_queue() {
 fn a_choking_node_is_not_asked_again_for_what_we_waited_for() {
     let sw = leecher(8, 1 << 20);
     let p = FakePeer::join(&sw, 1);
-    let mut has = Bitfield::new(8);
-    for i in [1, 3] {
-        has.set(i);
-    }
-    sw.on_message(p.key, Message::Bitfield(has.as_wire()))
-        .unwrap();
-    sw.on_message(p.key, Message::Unchoke).unwrap();
+    p.offers(&sw, 8, [1, 3]);
     let asked = sw.lock().picker.pieces_asked_of(p.key);
     assert!(!asked.is_empty());
     sw.on_message(p.key, Message::Choke).unwrap();
@@ -424,15 +430,9 @@ fn the_origin_gets_a_full_pipeline() {
     let sw = leecher(8, 1 << 20);
     sw.lock().origin = Some(SocketAddr::from(([10, 0, 0, 1], 6881)));
     // Not seeds (a seed is spared by the picker): all but the last piece.
-    let mut has = Bitfield::new(8);
-    for i in 0..7 {
-        has.set(i);
-    }
     let peers: Vec<FakePeer> = (1..=2).map(|n| FakePeer::join(&sw, n)).collect();
     for p in &peers {
-        sw.on_message(p.key, Message::Bitfield(has.as_wire()))
-            .unwrap();
-        sw.on_message(p.key, Message::Unchoke).unwrap();
+        p.offers(&sw, 8, 0..7);
     }
     let st = sw.lock();
     assert_eq!(st.picker.asked_of(peers[0].key), 32);
@@ -448,13 +448,7 @@ fn the_origin_keeps_its_pieces_when_it_chokes() {
     let sw = leecher(8, 1 << 20);
     sw.lock().origin = Some(SocketAddr::from(([10, 0, 0, 1], 6881)));
     let p = FakePeer::join(&sw, 1);
-    let mut has = Bitfield::new(8);
-    for i in [1, 3] {
-        has.set(i);
-    }
-    sw.on_message(p.key, Message::Bitfield(has.as_wire()))
-        .unwrap();
-    sw.on_message(p.key, Message::Unchoke).unwrap();
+    p.offers(&sw, 8, [1, 3]);
     assert!(!sw.lock().picker.pieces_asked_of(p.key).is_empty());
     sw.on_message(p.key, Message::Choke).unwrap();
     let st = sw.lock();
