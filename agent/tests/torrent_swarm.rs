@@ -165,11 +165,13 @@ fn four_nodes_and_a_seeder_all_get_every_chunk_and_the_seeder_uploads_little() {
         })
         .collect();
     let mut uploaded_by_nodes = 0;
+    let mut all_stats = Vec::new();
     for n in nodes {
         let (got, stats) = n.join().unwrap();
         assert!(got == want, "a node's payload differs");
         assert_eq!(stats.bad_pieces, 0);
         uploaded_by_nodes += stats.uploaded;
+        all_stats.push(stats);
     }
     let from_seed = seed.uploaded();
     eprintln!(
@@ -180,7 +182,7 @@ fn four_nodes_and_a_seeder_all_get_every_chunk_and_the_seeder_uploads_little() {
     // Each piece from the seeder about once: nodes trade the rest.
     assert!(
         from_seed * 5 < want.len() as u64 * 8,
-        "the seeder uploaded {from_seed} bytes for a {}-byte payload",
+        "the seeder uploaded {from_seed} bytes for a {}-byte payload; nodes: {all_stats:#?}",
         want.len()
     );
     assert!(uploaded_by_nodes > 0, "the nodes traded nothing");

@@ -58,8 +58,11 @@ const REVEAL_SPAN_BYTES: u64 = 32 << 20;
 /// (and at least two pieces). Little, so each piece shown arrives soon
 /// and the nodes can trade it while the server sends the next: shown to
 /// 16 peers × 4 pieces of 256 KiB at once, a piece took 16 MiB at the
-/// server's rate to arrive anywhere.
-const IN_FLIGHT_BYTES: u64 = 2 << 20;
+/// server's rate to arrive anywhere. Enough that the flows it takes
+/// (a piece or two each) fill the server's link though each gets only a
+/// part of its node's link: with 2 MiB, 16 nodes took 1.34 × the ideal
+/// time, with 4 MiB 1.28 × (32 nodes 1.45 and 1.40).
+const IN_FLIGHT_BYTES: u64 = 4 << 20;
 /// Super-seeding: a piece nobody has yet that has not moved for this
 /// long, or a peer's first missing piece it has waited this long for and
 /// nobody got for as long, may be shown again (to a peer with nothing
@@ -82,6 +85,11 @@ pub struct SwarmConfig {
     pub max_peers: usize,
     /// Blocks asked of one peer at once.
     pub pipeline: usize,
+    /// Peers other than the origin asked for blocks at once. Each flow
+    /// into a node shares its link: with every peer asked, the server's
+    /// flow, where every piece enters the swarm, got a 32nd of each
+    /// node's link at 32 nodes.
+    pub max_sources: usize,
     /// Pieces ahead of the write position that may be in memory.
     pub window: u32,
     /// A request unanswered this long is asked elsewhere.
@@ -101,6 +109,7 @@ impl SwarmConfig {
             peer_id,
             max_peers: 50,
             pipeline: 32,
+            max_sources: 8,
             window: 256,
             request_timeout: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(150),
@@ -439,13 +448,26 @@ impl Swarm {
             origin,
             ..
         } = st;
+        let asked = picker.asked_of(key);
+        // A peer not asked for anything yet may start only if fewer than
+        // `max_sources` others are; one whose requests are all answered
+        // (or void) frees its place.
+        let from_origin = peers.get(&key).is_some_and(|p| *origin == Some(p.addr));
+        if asked == 0 && !from_origin {
+            let busy = peers
+                .iter()
+                .filter(|(&k, q)| *origin != Some(q.addr) && picker.asked_of(k) > 0)
+                .count();
+            if busy >= self.cfg.max_sources {
+                return;
+            }
+        }
         let Some(p) = peers.get_mut(&key) else {
             return;
         };
         if p.peer_choking || !p.am_interested || picker.have.is_full() {
             return;
         }
-        let asked = picker.asked_of(key);
         // The seeder is where every piece first enters the swarm: the
         // swarm is as fast as it sends. Asked by its rate like any peer, it
         // got no more than its share of each node's link and was never
@@ -662,10 +684,17 @@ impl Swarm {
             }
             Message::Interested | Message::NotInterested => {}
             Message::Have(i) => {
+                let freed = p.shown.contains(&i);
                 if self.peer_got(st, key, i) {
                     self.refill(st, key);
                 }
-                self.reveal(st, key, Instant::now());
+                let now = Instant::now();
+                self.reveal(st, key, now);
+                if freed {
+                    // Its place among the pieces in flight is free now,
+                    // not at the next tick.
+                    self.reveal_idle(st, now);
+                }
             }
             // BEP 3 sends a bitfield first or not at all, but stock
             // clients send one again later instead of many haves (aria2c
@@ -827,13 +856,14 @@ impl Swarm {
     /// each piece leaves the server about once, in the order the disks
     /// consume them, and the nodes trade the rest; no peer is shown more
     /// of those than [`fair_firsts`] allows. Little is shown at once
-    /// ([`max_in_flight`] pieces not yet had over all peers, or two per
-    /// peer if that is more, shared among them), so a piece shown arrives soon and can be traded while the
-    /// server sends the next. A peer with nothing shown and no fresh piece
-    /// within reach is shown a piece again after [`RESHOW_AFTER`]: one
-    /// nobody has yet that has not moved for that long (shown, or a block
-    /// of it sent: its holder is stuck or gone), else the piece its disk
-    /// has waited for that long if nobody got it for as long. Pieces shown and
+    /// ([`max_in_flight`] pieces not yet had over all peers, at most two
+    /// per peer), so a piece shown arrives soon and can be traded while
+    /// the server sends the next. A peer with nothing shown and no fresh
+    /// piece within reach is shown a piece again after [`RESHOW_AFTER`]:
+    /// one nobody has yet that has not moved for that long (shown, asked
+    /// for, or a block of it sent: its holder is stuck or gone), else the
+    /// piece its disk has waited for that long if nobody got it for as
+    /// long. Pieces shown and
     /// never fetched go back to the pool when the peer leaves, and so do
     /// pieces whose only holder left. A peer that has not had a piece from
     /// anyone else for [`RESHOW_AFTER`] while others hold pieces it lacks
@@ -853,16 +883,32 @@ impl Swarm {
         }
         let count = self.info.piece_count();
         let span = reveal_span(self.info.piece_length);
-        // At least two pieces per peer: each node's link is shared by all
-        // its peers, so the server's link is only full when it sends to
-        // every node at once (2 MiB, 8 pieces, over 32 nodes fed the swarm
-        // 0.4 MB/s of its 2), and a second piece keeps its stream to a
-        // node busy while the first is checked and announced (with one,
-        // 0.6 MB/s).
-        let cap = max_in_flight(self.info.piece_length).max(2 * st.peers.len());
+        // 4 MiB in flight in all, one or two pieces per peer. A node asks
+        // at most `max_sources` peers besides the server at once, so the
+        // server's flow to a node gets a fair part of that node's link and
+        // a few flows fill the server's. (Two per peer for every peer, as
+        // before that limit, were 64 pieces at 32 nodes, each 9 s on its
+        // way; and a peer that joined first was shown 8 pieces, the first
+        // ones every node needs, which then took 30 s to arrive through
+        // its flow, a 32nd of the server's link: no node wrote anything
+        // for the first 30 s.)
+        let cap = max_in_flight(self.info.piece_length);
         let mut in_flight: usize = st.peers.values().map(|p| p.shown.len()).sum();
-        let ahead = (cap / st.peers.len().max(1)).max(1);
+        let ahead = (cap / st.peers.len().max(1)).clamp(1, 2);
         let fair = fair_firsts(st.peers.values().map(|p| p.firsts), ahead);
+        // Pieces a peer asked for that wait in its queue here: on their
+        // way, however slow the flow (the server's flow to a node is a
+        // part of that node's link, and a piece shown second waits for
+        // the first). Only wanted to show a piece again, for a peer with
+        // nothing shown.
+        let queued: HashSet<u32> = match st.peers.get(&key) {
+            Some(p) if p.shown.is_empty() => st
+                .peers
+                .values()
+                .flat_map(|q| q.uploads.iter().map(|b| b.index))
+                .collect(),
+            _ => HashSet::new(),
+        };
         let State {
             peers,
             picker,
@@ -908,8 +954,9 @@ impl Swarm {
                 Some(_) => break,
                 None if p.shown.is_empty() => {
                     let stale = |i: u32| {
-                        moved_at[i as usize]
-                            .is_none_or(|t| now.saturating_duration_since(t) >= RESHOW_AFTER)
+                        !queued.contains(&i)
+                            && moved_at[i as usize]
+                                .is_none_or(|t| now.saturating_duration_since(t) >= RESHOW_AFTER)
                     };
                     let again = (first..end)
                         .filter(|&i| unseen(i) && picker.avail[i as usize] == 0 && stale(i))
@@ -1005,6 +1052,11 @@ impl Swarm {
         p.sent.remove(&b.index);
         self.peer_got(st, key, b.index);
         self.reveal(st, key, now);
+        // The piece's place among those in flight is free: to a peer with
+        // nothing shown if this one may not have more, now rather than at
+        // the next tick (a quarter of a second, with a few pieces in
+        // flight that each take about a second).
+        self.reveal_idle(st, now);
     }
 
     /// Super-seeding: show pieces to the peers that have nothing shown
