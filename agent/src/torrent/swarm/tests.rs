@@ -280,11 +280,10 @@ fn stragglers_are_covered_after_a_while() {
     assert_eq!(c.shown(), [0]);
 }
 
-/// A piece shown to a peer whose blocks are still being sent to it is on
-/// its way, not stale: at 32 nodes the server's flow to a busy node took
-/// over 5 s for a piece, and a third of the pieces were sent twice.
-#[test]
-fn a_piece_being_sent_is_not_shown_again() {
+/// 8 pieces: b got all but 7, which it was shown; c has 0..6 and trades
+/// (else it would be served as one that cannot) until `later`, when 7 is
+/// stale unless it moved.
+fn seven_on_its_way() -> (Arc<Swarm>, FakePeer, FakePeer, Duration) {
     let sw = seeder(8, 2 * MAX_BLOCK);
     let later = RESHOW_AFTER + Duration::from_secs(1);
     let b = FakePeer::join(&sw, 2);
@@ -292,6 +291,15 @@ fn a_piece_being_sent_is_not_shown_again() {
     let c = FakePeer::join(&sw, 3);
     c.got(&sw, &[0, 1, 2, 3, 4, 5, 6]);
     sw.lock().peers.get_mut(&c.key).unwrap().traded_at = Instant::now() + later;
+    (sw, b, c, later)
+}
+
+/// A piece shown to a peer whose blocks are still being sent to it is on
+/// its way, not stale: at 32 nodes the server's flow to a busy node took
+/// over 5 s for a piece, and a third of the pieces were sent twice.
+#[test]
+fn a_piece_being_sent_is_not_shown_again() {
+    let (sw, b, c, later) = seven_on_its_way();
     // c waits for 7 from now. Half of 7 went out to b a second before the tick.
     let half = BlockRef {
         index: 7,
@@ -317,13 +325,7 @@ fn a_piece_being_sent_is_not_shown_again() {
 /// Asked for no more and still not had, it is stale.
 #[test]
 fn a_piece_waiting_in_a_queue_is_not_shown_again() {
-    let sw = seeder(8, 2 * MAX_BLOCK);
-    let later = RESHOW_AFTER + Duration::from_secs(1);
-    let b = FakePeer::join(&sw, 2);
-    b.gets_all_but(&sw, Some(7));
-    let c = FakePeer::join(&sw, 3);
-    c.got(&sw, &[0, 1, 2, 3, 4, 5, 6]);
-    sw.lock().peers.get_mut(&c.key).unwrap().traded_at = Instant::now() + later;
+    let (sw, b, c, later) = seven_on_its_way();
     let block = BlockRef {
         index: 7,
         begin: 0,
