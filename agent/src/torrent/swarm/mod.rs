@@ -474,7 +474,7 @@ impl Swarm {
         // kept busy (0.9 of its 2 MB/s at 32 nodes): each node keeps a
         // full pipeline at it instead (it shows a node a piece or two at a
         // time, so that is what a node can ask of it anyway).
-        let depth = if *origin == Some(p.addr) {
+        let depth = if from_origin {
             self.cfg.pipeline
         } else {
             peer_depth(p.rate, self.cfg.pipeline)
