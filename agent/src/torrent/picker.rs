@@ -35,6 +35,7 @@
 //! bytes received are the payload and its headers.)
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::bitfield::Bitfield;
@@ -54,8 +55,10 @@ pub type PeerKey = u64;
 /// One piece being downloaded.
 #[derive(Debug)]
 pub struct Partial {
-    /// The piece's bytes as they arrive.
-    pub data: Vec<u8>,
+    /// The piece's bytes as they arrive: already the shared buffer the
+    /// store keeps, so a verified piece is not copied (a copy was one
+    /// more fresh 256 KiB mapping, page-faulted in, per piece per node).
+    pub data: Arc<[u8]>,
     blocks: Vec<BlockState>,
     remaining: u32,
     /// The peers that sent at least one of its blocks.
@@ -185,7 +188,8 @@ impl Picker {
             let size = self.piece_size(index);
             let blocks = size.div_ceil(MAX_BLOCK) as usize;
             let p = self.partial.entry(index).or_insert(Partial {
-                data: vec![0; size as usize],
+                // One allocation (the iterator's length is known).
+                data: std::iter::repeat_n(0, size as usize).collect(),
                 blocks: vec![BlockState::default(); blocks],
                 remaining: blocks as u32,
                 contributors: Vec::new(),
@@ -298,7 +302,9 @@ impl Picker {
             }
         }
         let p = self.partial.get_mut(&index).expect("present");
-        p.data[begin as usize..][..data.len()].copy_from_slice(data);
+        // Only the picker holds a partial piece's buffer.
+        let buf = Arc::get_mut(&mut p.data).expect("a partial piece is not shared");
+        buf[begin as usize..][..data.len()].copy_from_slice(data);
         p.remaining -= 1;
         if !p.contributors.contains(&from) {
             p.contributors.push(from);

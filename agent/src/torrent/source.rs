@@ -51,12 +51,17 @@ impl TorrentOptions {
         TorrentOptions {
             tracker,
             listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT)),
-            peer_id: peer_id(b"-DR0100-", id_seed),
+            peer_id: peer_id(NODE_PEER_ID, id_seed),
             memory: DEFAULT_MEMORY,
             stall_after: Duration::from_secs(60),
         }
     }
 }
+
+/// A node's peer id prefix (Azureus style: drover, version 0.1.0).
+pub const NODE_PEER_ID: &[u8; 8] = b"-DR0100-";
+/// How a swarm tells a drover node from other peers, whatever its version.
+pub const NODE_PEER_ID_PREFIX: &[u8] = b"-DR";
 
 /// A peer id: `prefix` (Azureus style, 8 bytes) and 12 bytes derived from
 /// `seed` and the clock (no getrandom: it can block early in boot).

@@ -151,7 +151,7 @@ pub struct TrackerView {
 }
 
 /// A piece whose blocks are all in: index, bytes, senders.
-type WholePiece = (u32, Vec<u8>, Vec<PeerKey>);
+type WholePiece = (u32, Arc<[u8]>, Vec<PeerKey>);
 
 /// A connected peer.
 pub(crate) struct Peer {
@@ -416,11 +416,17 @@ impl Swarm {
     /// peers, update interest, wake the pipeline.
     fn after_verified(&self, st: &mut State, index: u32) {
         st.last_progress = Instant::now();
+        let origin = st.origin;
         for p in st.peers.values_mut() {
-            // To every peer, even those that have it: a super-seeding
-            // seeder learns from it that its piece arrived (module doc of
-            // `reveal`).
-            p.send(&Message::Have(index));
+            // Not to another drover node that has it: it needs nothing
+            // from us for that piece, and at 32 nodes the haves were most
+            // of the messages and of the threads woken. To every other
+            // peer, even those that have it: a super-seeding seeder
+            // learns from it that its piece arrived (module doc of
+            // `reveal`), and stock clients expect every have.
+            if !(p.has.get(index) && is_drover_node(p, origin)) {
+                p.send(&Message::Have(index));
+            }
             if p.has.get(index) {
                 p.lacking -= 1;
                 if p.lacking == 0 && p.am_interested {
@@ -480,7 +486,10 @@ impl Swarm {
             peer_depth(p.rate, self.cfg.pipeline)
         };
         let room = depth.saturating_sub(asked);
-        if room == 0 {
+        // Topped up by half a pipeline at a time, not a block per block
+        // received: each top-up is a message and a woken thread at both
+        // ends, and half a pipeline is still a second of its sending.
+        if room == 0 || (asked > 0 && room < depth.div_ceil(2)) {
             return;
         }
         let view = PeerView {
@@ -807,7 +816,7 @@ impl Swarm {
         &self,
         from: PeerKey,
         index: u32,
-        data: Vec<u8>,
+        data: Arc<[u8]>,
         contributors: Vec<PeerKey>,
     ) -> Result<(), String> {
         let ok = piece_hash(&data) == self.info.pieces[index as usize];
@@ -816,7 +825,7 @@ impl Swarm {
         st.picker.verified(index, ok);
         if ok {
             if let Some(m) = &self.mem {
-                m.insert(index, data.into());
+                m.insert(index, data);
             }
             self.after_verified(st, index);
             self.refill_all(st);
@@ -1084,6 +1093,12 @@ impl Swarm {
             }
         }
     }
+}
+
+/// A drover node (peer id `-DR…`, see [`super::source`]) other than the
+/// origin: it sends haves of its own and needs none for pieces it has.
+fn is_drover_node(p: &Peer, origin: Option<SocketAddr>) -> bool {
+    p.id.0.starts_with(super::source::NODE_PEER_ID_PREFIX) && origin != Some(p.addr)
 }
 
 /// Super-seeding: the fresh pieces a peer may have been shown first, at

@@ -53,12 +53,23 @@ struct FakePeer {
 
 impl FakePeer {
     fn join(sw: &Swarm, n: u8) -> FakePeer {
+        FakePeer::join_as(sw, n, PeerId([n; 20]))
+    }
+
+    /// Another drover node (its peer id says so).
+    fn join_node(sw: &Swarm, n: u8) -> FakePeer {
+        let mut id = [n; 20];
+        id[..8].copy_from_slice(crate::torrent::source::NODE_PEER_ID);
+        FakePeer::join_as(sw, n, PeerId(id))
+    }
+
+    fn join_as(sw: &Swarm, n: u8, id: PeerId) -> FakePeer {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (b, _) = l.accept().unwrap();
         let (tx, rx) = mpsc::channel();
         let addr = SocketAddr::from(([10, 0, 0, n], 6881));
-        let key = sw.register(&a, addr, PeerId([n; 20]), false, tx).unwrap();
+        let key = sw.register(&a, addr, id, false, tx).unwrap();
         FakePeer {
             key,
             rx,
@@ -561,4 +572,68 @@ fn a_peer_socket_holds_little_unsent() {
     };
     assert_eq!(ret, 0);
     assert_eq!(v as u32, conn::NOTSENT_LOWAT);
+}
+
+/// A piece verified here is announced to every peer but the drover nodes
+/// that have it: they need nothing from us for it, and at 32 nodes the
+/// haves were most of the messages sent and of the threads they woke. The
+/// origin (a super-seeder learns from haves where its pieces went) and
+/// other clients are told even when they have it.
+#[test]
+fn a_piece_is_not_announced_to_nodes_that_have_it() {
+    let sw = leecher(4, 16 << 10);
+    sw.lock().origin = Some(SocketAddr::from(([10, 0, 0, 1], 6881)));
+    let origin = FakePeer::join_node(&sw, 1);
+    let node_has = FakePeer::join_node(&sw, 2);
+    let node_lacks = FakePeer::join_node(&sw, 3);
+    let stock_has = FakePeer::join(&sw, 4);
+    for (p, has) in [
+        (&origin, 0..1),
+        (&node_has, 0..2),
+        (&node_lacks, 1..2),
+        (&stock_has, 0..2),
+    ] {
+        p.offers(&sw, 4, has);
+        p.shown();
+    }
+    sw.add_piece(0, vec![7; 16 << 10].into());
+    let told: Vec<Vec<u32>> = [&origin, &node_has, &node_lacks, &stock_has]
+        .iter()
+        .map(|p| p.shown())
+        .collect();
+    assert_eq!(told, [vec![0], vec![], vec![0], vec![0]]);
+}
+
+/// A peer is asked for more once half its pipeline is answered, not after
+/// every block: each top-up is a message, and a thread woken at both
+/// ends.
+#[test]
+fn a_pipeline_is_topped_up_by_halves() {
+    let sw = leecher(8, 1 << 20);
+    sw.lock().origin = Some(SocketAddr::from(([10, 0, 0, 1], 6881)));
+    let p = FakePeer::join(&sw, 1);
+    p.offers(&sw, 8, 0..7);
+    let asked = || sw.lock().picker.asked_of(p.key);
+    assert_eq!(asked(), 32);
+    // The 32 blocks are the first half of one 1 MiB piece.
+    let index = sw.lock().picker.pieces_asked_of(p.key)[0];
+    let block = vec![0; MAX_BLOCK as usize];
+    let answer = |n: u32| {
+        let begin = n * MAX_BLOCK;
+        sw.on_message(
+            p.key,
+            Message::Piece {
+                index,
+                begin,
+                block: &block,
+            },
+        )
+        .unwrap();
+    };
+    for n in 0..15 {
+        answer(n);
+    }
+    assert_eq!(asked(), 17, "15 answered: not yet asked for more");
+    answer(15);
+    assert_eq!(asked(), 32, "16 answered: topped up");
 }
