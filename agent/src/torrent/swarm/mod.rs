@@ -419,8 +419,9 @@ impl Swarm {
         let origin = st.origin;
         for p in st.peers.values_mut() {
             // Not to another drover node that has it: it needs nothing
-            // from us for that piece, and at 32 nodes the haves were most
-            // of the messages and of the threads woken. To every other
+            // from us for that piece, and at 32 nodes the haves were about
+            // half of the messages (each a writer woken here and a reader
+            // there, on two busy cores). To every other
             // peer, even those that have it: a super-seeding seeder
             // learns from it that its piece arrived (module doc of
             // `reveal`), and stock clients expect every have.

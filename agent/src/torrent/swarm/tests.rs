@@ -576,7 +576,7 @@ fn a_peer_socket_holds_little_unsent() {
 
 /// A piece verified here is announced to every peer but the drover nodes
 /// that have it: they need nothing from us for it, and at 32 nodes the
-/// haves were most of the messages sent and of the threads they woke. The
+/// haves were about half of the messages sent. The
 /// origin (a super-seeder learns from haves where its pieces went) and
 /// other clients are told even when they have it.
 #[test]
