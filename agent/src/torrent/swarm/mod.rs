@@ -425,10 +425,11 @@ impl Swarm {
             // peer, even those that have it: a super-seeding seeder
             // learns from it that its piece arrived (module doc of
             // `reveal`), and stock clients expect every have.
-            if !(p.has.get(index) && is_drover_node(p, origin)) {
+            let has = p.has.get(index);
+            if !(has && is_drover_node(p, origin)) {
                 p.send(&Message::Have(index));
             }
-            if p.has.get(index) {
+            if has {
                 p.lacking -= 1;
                 if p.lacking == 0 && p.am_interested {
                     p.am_interested = false;

@@ -291,6 +291,13 @@ fn stragglers_are_covered_after_a_while() {
     assert_eq!(c.shown(), [0]);
 }
 
+/// The first of piece 7's two blocks in [`seven_on_its_way`].
+const SEVEN_FIRST_HALF: BlockRef = BlockRef {
+    index: 7,
+    begin: 0,
+    length: MAX_BLOCK,
+};
+
 /// 8 pieces: b got all but 7, which it was shown; c has 0..6 and trades
 /// (else it would be served as one that cannot) until `later`, when 7 is
 /// stale unless it moved.
@@ -312,14 +319,9 @@ fn seven_on_its_way() -> (Arc<Swarm>, FakePeer, FakePeer, Duration) {
 fn a_piece_being_sent_is_not_shown_again() {
     let (sw, b, c, later) = seven_on_its_way();
     // c waits for 7 from now. Half of 7 went out to b a second before the tick.
-    let half = BlockRef {
-        index: 7,
-        begin: 0,
-        length: MAX_BLOCK,
-    };
     sw.sent_block_at(
         b.key,
-        half,
+        SEVEN_FIRST_HALF,
         MAX_BLOCK as usize,
         Instant::now() + later - Duration::from_secs(1),
     );
@@ -337,11 +339,7 @@ fn a_piece_being_sent_is_not_shown_again() {
 #[test]
 fn a_piece_waiting_in_a_queue_is_not_shown_again() {
     let (sw, b, c, later) = seven_on_its_way();
-    let block = BlockRef {
-        index: 7,
-        begin: 0,
-        length: MAX_BLOCK,
-    };
+    let block = SEVEN_FIRST_HALF;
     sw.on_message(b.key, Message::Request(block)).unwrap();
     tick(&sw, later);
     assert!(c.shown().is_empty(), "b waits for 7 in its queue");
