@@ -51,7 +51,10 @@ impl Seeder {
         let seeder = Arc::new(Seeder {
             torrents,
             swarms: Mutex::new(HashMap::new()),
-            peer_id: super::source::peer_id(b"-DS0100-", &listen.to_string().into_bytes()),
+            peer_id: super::source::peer_id(
+                super::source::SEEDER_PEER_ID,
+                &listen.to_string().into_bytes(),
+            ),
             listen,
         });
         let s = seeder.clone();

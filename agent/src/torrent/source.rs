@@ -62,6 +62,12 @@ impl TorrentOptions {
 pub const NODE_PEER_ID: &[u8; 8] = b"-DR0100-";
 /// How a swarm tells a drover node from other peers, whatever its version.
 pub const NODE_PEER_ID_PREFIX: &[u8] = b"-DR";
+/// The server's seeder's peer id prefix.
+pub const SEEDER_PEER_ID: &[u8; 8] = b"-DS0100-";
+/// How a node tells the server's seeder (its origin) from other peers,
+/// whatever its version: by the id it sends in its handshake, not by
+/// where a tracker lists it (a stock tracker lists peers in any order).
+pub const SEEDER_PEER_ID_PREFIX: &[u8] = b"-DS";
 
 /// A peer id: `prefix` (Azureus style, 8 bytes) and 12 bytes derived from
 /// `seed` and the clock (no getrandom: it can block early in boot).

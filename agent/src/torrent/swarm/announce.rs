@@ -110,9 +110,6 @@ impl Swarm {
         let reply = AnnounceReply::parse(&body).map_err(|e| e.to_string())?;
         self.add_known(reply.peers.iter().map(|p| p.addr));
         let mut st = self.lock();
-        if let Some(first) = reply.peers.first() {
-            st.origin = Some(first.addr);
-        }
         st.tracker.incomplete = Some(reply.incomplete);
         st.tracker.at = Some((Instant::now(), q.left == 0));
         st.tracker.error = None;

@@ -355,14 +355,18 @@ impl Swarm {
         // (they were asked together: counted per block, one slow answer
         // of three blocks dropped the peer at once).
         let mut late = std::collections::HashSet::new();
+        let mut demoted = false;
         for (k, b) in st.picker.expire(now, self.cfg.request_timeout) {
             if let Some(p) = st.peers.get_mut(&k) {
                 p.send(&Message::Cancel(b));
                 // It may no longer hold the piece (a node's store drops
                 // what it consumed long ago): stop asking it for that one.
-                super::lost_piece(&mut st.picker, p, b.index, st.origin);
+                demoted |= super::lost_piece(&mut st.picker, p, b.index);
                 late.insert(k);
             }
+        }
+        if demoted {
+            self.restripe(st);
         }
         for k in late {
             if let Some(p) = st.peers.get_mut(&k) {

@@ -157,6 +157,15 @@ type WholePiece = (u32, Arc<[u8]>, Vec<PeerKey>);
 pub(crate) struct Peer {
     pub addr: SocketAddr,
     pub id: PeerId,
+    /// The server's seeder (its peer id says so: see
+    /// [`super::source::SEEDER_PEER_ID_PREFIX`]): it holds every piece
+    /// for good, and is asked for `pipeline` blocks whatever its rate
+    /// (see [`Swarm::refill`]). Taken before from the tracker's first
+    /// listed peer, which only drover's tracker makes the seeder: behind
+    /// another tracker a node taken for the origin was asked again and
+    /// again for pieces it had dropped (a choke each time, 170 × the
+    /// payload sent in 20 s on loopback).
+    pub origin: bool,
     pub outbound: bool,
     pub has: Bitfield,
     /// Full at its first message: spared by the picker (module doc of
@@ -232,10 +241,6 @@ pub(crate) struct State {
     pub moved_at: Vec<Option<Instant>>,
     /// When the peers' rates were last updated.
     pub rate_mark: Instant,
-    /// The tracker's first-listed peer: drover's tracker lists the
-    /// server's seeder first. Asked for `pipeline` blocks whatever its
-    /// rate (see [`Swarm::refill`]).
-    pub origin: Option<SocketAddr>,
 }
 
 /// One torrent's swarm (module doc).
@@ -295,7 +300,6 @@ impl Swarm {
                 tracker: TrackerView::default(),
                 last_progress: Instant::now(),
                 rate_mark: Instant::now(),
-                origin: None,
                 stopped: false,
                 given: vec![0; if full { count as usize } else { 0 }],
                 moved_at: vec![None; if full { count as usize } else { 0 }],
@@ -416,7 +420,6 @@ impl Swarm {
     /// peers, update interest, wake the pipeline.
     fn after_verified(&self, st: &mut State, index: u32) {
         st.last_progress = Instant::now();
-        let origin = st.origin;
         for p in st.peers.values_mut() {
             // Not to another drover node that has it: it needs nothing
             // from us for that piece, and at 32 nodes the haves were about
@@ -426,7 +429,7 @@ impl Swarm {
             // learns from it that its piece arrived (module doc of
             // `reveal`), and stock clients expect every have.
             let has = p.has.get(index);
-            if !(has && is_drover_node(p, origin)) {
+            if !(has && is_drover_node(p)) {
                 p.send(&Message::Have(index));
             }
             if has {
@@ -450,21 +453,16 @@ impl Swarm {
 
     /// Ask peer `key` for blocks up to its pipeline.
     pub(crate) fn refill(&self, st: &mut State, key: PeerKey) {
-        let State {
-            picker,
-            peers,
-            origin,
-            ..
-        } = st;
+        let State { picker, peers, .. } = st;
         let asked = picker.asked_of(key);
         // A peer not asked for anything yet may start only if fewer than
         // `max_sources` others are; one whose requests are all answered
         // (or void) frees its place.
-        let from_origin = peers.get(&key).is_some_and(|p| *origin == Some(p.addr));
+        let from_origin = peers.get(&key).is_some_and(|p| p.origin);
         if asked == 0 && !from_origin {
             let busy = peers
                 .iter()
-                .filter(|(&k, q)| *origin != Some(q.addr) && picker.asked_of(k) > 0)
+                .filter(|(&k, q)| !q.origin && picker.asked_of(k) > 0)
                 .count();
             if busy >= self.cfg.max_sources {
                 return;
@@ -569,6 +567,7 @@ impl Swarm {
         let peer = Peer {
             addr,
             id,
+            origin: id.0.starts_with(super::source::SEEDER_PEER_ID_PREFIX),
             outbound,
             has: Bitfield::new(self.info.piece_count()),
             seed: false,
@@ -678,16 +677,19 @@ impl Swarm {
             Message::KeepAlive | Message::Unknown { .. } => {}
             Message::Choke => {
                 p.peer_choking = true;
-                if !p.seed {
-                    // A node chokes us when it no longer holds a piece we
-                    // asked for (its store keeps a bounded window; BEP 3
-                    // cannot take a have back): ask others for what we
-                    // were waiting for from it.
-                    for i in st.picker.pieces_asked_of(key) {
-                        lost_piece(&mut st.picker, p, i, st.origin);
-                    }
+                // A node chokes us when it no longer holds a piece we
+                // asked for (its store keeps a bounded window; BEP 3
+                // cannot take a have back), even a finished one that sent
+                // a whole bitfield: ask others for what we were waiting
+                // for from it.
+                let mut demoted = false;
+                for i in st.picker.pieces_asked_of(key) {
+                    demoted |= lost_piece(&mut st.picker, p, i);
                 }
                 st.picker.forget_peer(key);
+                if demoted {
+                    self.restripe(st);
+                }
             }
             Message::Unchoke => {
                 p.peer_choking = false;
@@ -1097,10 +1099,10 @@ impl Swarm {
     }
 }
 
-/// A drover node (peer id `-DR…`, see [`super::source`]) other than the
-/// origin: it sends haves of its own and needs none for pieces it has.
-fn is_drover_node(p: &Peer, origin: Option<SocketAddr>) -> bool {
-    p.id.0.starts_with(super::source::NODE_PEER_ID_PREFIX) && origin != Some(p.addr)
+/// A drover node (peer id `-DR…`, see [`super::source`]): it sends haves
+/// of its own and needs none for pieces it has.
+fn is_drover_node(p: &Peer) -> bool {
+    p.id.0.starts_with(super::source::NODE_PEER_ID_PREFIX)
 }
 
 /// Super-seeding: the fresh pieces a peer may have been shown first, at
@@ -1136,18 +1138,31 @@ fn max_in_flight(piece_length: u32) -> usize {
 mod tests;
 
 /// `p` may no longer hold piece `index`: stop asking it for that one.
-/// Not a seed, nor the origin (the server's seeder never drops a piece):
-/// a piece the seeder showed us and we stopped asking it for was never
-/// shown again (it waits for us to have it), and 7 of 8 nodes stalled
-/// until their connections to it timed out (150 s).
-fn lost_piece(picker: &mut Picker, p: &mut Peer, index: u32, origin: Option<SocketAddr>) {
-    if p.has.get(index) && !p.seed && origin != Some(p.addr) {
-        p.has.clear(index);
-        picker.avail[index as usize] -= 1;
-        if !picker.have.get(index) {
-            p.lacking -= 1;
+/// Not the origin (the server's seeder never drops a piece): a piece the
+/// seeder showed us and we stopped asking it for was never shown again
+/// (it waits for us to have it), and 7 of 8 nodes stalled until their
+/// connections to it timed out (150 s). A seed that is not the origin (a
+/// finished node: its bitfield was whole, its store is a window) is one
+/// no longer, and its pieces count as available from it like any peer's
+/// (kept a seed, it was asked again at once for the piece it had just
+/// said it lacked, round after round). Whether it was demoted so.
+fn lost_piece(picker: &mut Picker, p: &mut Peer, index: u32) -> bool {
+    if p.origin || !p.has.get(index) {
+        return false;
+    }
+    let demoted = p.seed;
+    if demoted {
+        p.seed = false;
+        for i in p.has.iter() {
+            picker.avail[i as usize] += 1;
         }
     }
+    p.has.clear(index);
+    picker.avail[index as usize] -= 1;
+    if !picker.have.get(index) {
+        p.lacking -= 1;
+    }
+    demoted
 }
 
 /// Blocks to keep asked of a peer that sends us `rate` bytes/s: what it

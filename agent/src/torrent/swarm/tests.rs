@@ -63,6 +63,13 @@ impl FakePeer {
         FakePeer::join_as(sw, n, PeerId(id))
     }
 
+    /// The server's seeder (its peer id says so).
+    fn join_origin(sw: &Swarm, n: u8) -> FakePeer {
+        let mut id = [n; 20];
+        id[..8].copy_from_slice(crate::torrent::source::SEEDER_PEER_ID);
+        FakePeer::join_as(sw, n, PeerId(id))
+    }
+
     fn join_as(sw: &Swarm, n: u8, id: PeerId) -> FakePeer {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
@@ -478,15 +485,64 @@ fn a_choking_node_is_not_asked_again_for_what_we_waited_for() {
     assert_eq!(st.picker.asked_of(p.key), 0);
 }
 
-/// The tracker's first-listed peer (drover's tracker lists the server's
-/// seeder first) is asked for a full pipeline from the start; another
-/// peer with no rate measured yet, for MIN_DEPTH blocks.
+/// A finished node sends a whole bitfield, but its store is a window: it
+/// chokes us for a piece it dropped. It is then a seed no longer, does
+/// not count as having what we waited for, and is not asked for it
+/// again when it unchokes us. (Kept a seed, it was asked for the same
+/// pieces round after round: 170 × the payload sent in 20 s.)
+#[test]
+fn a_finished_node_that_chokes_is_a_seed_no_longer() {
+    let sw = leecher(8, 1 << 20);
+    let p = FakePeer::join_node(&sw, 1);
+    p.offers(&sw, 8, 0..8);
+    assert!(sw.lock().peers[&p.key].seed);
+    let asked = sw.lock().picker.pieces_asked_of(p.key);
+    assert!(!asked.is_empty());
+    sw.on_message(p.key, Message::Choke).unwrap();
+    {
+        let st = sw.lock();
+        let q = &st.peers[&p.key];
+        assert!(!q.seed);
+        for i in 0..8 {
+            let had = !asked.contains(&i);
+            assert_eq!(q.has.get(i), had, "piece {i}");
+            assert_eq!(st.picker.avail[i as usize], u16::from(had), "piece {i}");
+        }
+        assert_eq!(q.lacking, 8 - asked.len() as u32);
+    }
+    sw.on_message(p.key, Message::Unchoke).unwrap();
+    let again = sw.lock().picker.pieces_asked_of(p.key);
+    assert!(!again.is_empty(), "it still has pieces to ask for");
+    assert!(
+        again.iter().all(|i| !asked.contains(i)),
+        "asked again for {again:?} after it choked us for {asked:?}"
+    );
+}
+
+/// The origin is the peer whose handshake says it is the server's seeder,
+/// not whichever peer a tracker lists first (a stock tracker lists them
+/// in any order).
+#[test]
+fn the_origin_is_known_by_its_peer_id() {
+    let sw = leecher(8, 1 << 20);
+    let peers = [
+        FakePeer::join_node(&sw, 1),
+        FakePeer::join(&sw, 2),
+        FakePeer::join_origin(&sw, 3),
+    ];
+    let st = sw.lock();
+    let origin: Vec<bool> = peers.iter().map(|p| st.peers[&p.key].origin).collect();
+    assert_eq!(origin, [false, false, true]);
+}
+
+/// The origin (the server's seeder, by its peer id) is asked for a full
+/// pipeline from the start; another peer with no rate measured yet, for
+/// MIN_DEPTH blocks.
 #[test]
 fn the_origin_gets_a_full_pipeline() {
     let sw = leecher(8, 1 << 20);
-    sw.lock().origin = Some(SocketAddr::from(([10, 0, 0, 1], 6881)));
     // Not seeds (a seed is spared by the picker): all but the last piece.
-    let peers: Vec<FakePeer> = (1..=2).map(|n| FakePeer::join(&sw, n)).collect();
+    let peers = [FakePeer::join_origin(&sw, 1), FakePeer::join(&sw, 2)];
     for p in &peers {
         p.offers(&sw, 8, 0..7);
     }
@@ -502,8 +558,7 @@ fn the_origin_gets_a_full_pipeline() {
 #[test]
 fn the_origin_keeps_its_pieces_when_it_chokes() {
     let sw = leecher(8, 1 << 20);
-    sw.lock().origin = Some(SocketAddr::from(([10, 0, 0, 1], 6881)));
-    let p = FakePeer::join(&sw, 1);
+    let p = FakePeer::join_origin(&sw, 1);
     p.offers(&sw, 8, [1, 3]);
     assert!(!sw.lock().picker.pieces_asked_of(p.key).is_empty());
     sw.on_message(p.key, Message::Choke).unwrap();
@@ -520,10 +575,12 @@ fn the_origin_keeps_its_pieces_when_it_chokes() {
 fn blocks_are_asked_of_a_few_peers_at_once() {
     let sw = leecher(64, 1 << 20);
     let max = sw.cfg.max_sources;
-    sw.lock().origin = Some(SocketAddr::from(([10, 0, 0, 1], 6881)));
     // Not seeds (a seed is spared by the picker): all but the last piece.
     let peers: Vec<FakePeer> = (1..=max as u8 + 3)
-        .map(|n| FakePeer::join(&sw, n))
+        .map(|n| match n {
+            1 => FakePeer::join_origin(&sw, n),
+            _ => FakePeer::join(&sw, n),
+        })
         .collect();
     for p in &peers {
         p.offers(&sw, 64, 0..63);
@@ -580,8 +637,7 @@ fn a_peer_socket_holds_little_unsent() {
 #[test]
 fn a_piece_is_not_announced_to_nodes_that_have_it() {
     let sw = leecher(4, 16 << 10);
-    sw.lock().origin = Some(SocketAddr::from(([10, 0, 0, 1], 6881)));
-    let origin = FakePeer::join_node(&sw, 1);
+    let origin = FakePeer::join_origin(&sw, 1);
     let node_has = FakePeer::join_node(&sw, 2);
     let node_lacks = FakePeer::join_node(&sw, 3);
     let stock_has = FakePeer::join(&sw, 4);
@@ -608,8 +664,7 @@ fn a_piece_is_not_announced_to_nodes_that_have_it() {
 #[test]
 fn a_pipeline_is_topped_up_by_halves() {
     let sw = leecher(8, 1 << 20);
-    sw.lock().origin = Some(SocketAddr::from(([10, 0, 0, 1], 6881)));
-    let p = FakePeer::join(&sw, 1);
+    let p = FakePeer::join_origin(&sw, 1);
     p.offers(&sw, 8, 0..7);
     let asked = || sw.lock().picker.asked_of(p.key);
     assert_eq!(asked(), 32);
