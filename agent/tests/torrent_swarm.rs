@@ -56,19 +56,25 @@ fn image(dir: &Path, len: usize) -> (Manifest, PathBuf) {
 /// Peer id → (address, bytes left), as last announced.
 type Announced = Arc<Mutex<HashMap<[u8; 20], (SocketAddr, u64)>>>;
 
-/// A tracker that lists everyone who announced (and the seeder) to
-/// everyone else.
+/// A tracker that lists everyone who announced, and then the seeder (last:
+/// a node must know the server's seeder by its peer id, not by where a
+/// tracker lists it), to everyone else.
 struct Tracker {
     url: String,
     peers: Announced,
 }
 
-fn tracker(seed: Option<SocketAddr>) -> Tracker {
+/// The tracker; it answers nobody until `together` peers have announced
+/// (nodes that start together, as a deployment's do: on loopback a node
+/// that started alone took the whole payload from the seeder before the
+/// others came, and dropped the first pieces before they asked for them).
+fn tracker(seed: Option<SocketAddr>, together: usize) -> Tracker {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/announce", l.local_addr().unwrap());
     let peers: Announced = Arc::default();
     let p = peers.clone();
     thread::spawn(move || {
+        let mut waiting = Vec::new();
         for s in l.incoming() {
             let Ok(mut s) = s else { continue };
             let mut buf = Vec::new();
@@ -84,32 +90,40 @@ fn tracker(seed: Option<SocketAddr>) -> Tracker {
             let query = target.split_once('?').map_or("", |(_, q)| q);
             let a = Announce::parse_query(query.as_bytes()).unwrap();
             let me = SocketAddr::from(([127, 0, 0, 1], a.port));
-            let mut all = p.lock().unwrap();
-            all.insert(a.peer_id.0, (me, a.left));
-            let mut list: Vec<Peer> = all
-                .iter()
-                .filter(|(id, _)| **id != a.peer_id.0)
-                .map(|(_, (addr, _))| Peer {
-                    addr: *addr,
-                    id: None,
-                })
-                .collect();
-            list.extend(seed.map(|addr| Peer { addr, id: None }));
-            let reply = AnnounceReply {
-                interval: 1,
-                min_interval: None,
-                complete: all.values().filter(|(_, left)| *left == 0).count() as u32,
-                incomplete: all.values().filter(|(_, left)| *left > 0).count() as u32,
-                peers: list,
+            let all = {
+                let mut all = p.lock().unwrap();
+                all.insert(a.peer_id.0, (me, a.left));
+                all.clone()
             };
-            drop(all);
-            let body = reply.encode(true);
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = s.write_all(&body);
+            waiting.push((s, a.peer_id.0));
+            if all.len() < together {
+                continue;
+            }
+            for (mut s, id) in waiting.drain(..) {
+                let mut list: Vec<Peer> = all
+                    .iter()
+                    .filter(|(other, _)| **other != id)
+                    .map(|(_, (addr, _))| Peer {
+                        addr: *addr,
+                        id: None,
+                    })
+                    .collect();
+                list.extend(seed.map(|addr| Peer { addr, id: None }));
+                let reply = AnnounceReply {
+                    interval: 1,
+                    min_interval: None,
+                    complete: all.values().filter(|(_, left)| *left == 0).count() as u32,
+                    incomplete: all.values().filter(|(_, left)| *left > 0).count() as u32,
+                    peers: list,
+                };
+                let body = reply.encode(true);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(&body);
+            }
         }
     });
     Tracker { url, peers }
@@ -151,7 +165,7 @@ fn four_nodes_and_a_seeder_all_get_every_chunk_and_the_seeder_uploads_little() {
     let (m, payload) = image(dir.path(), 6 << 20);
     let info = info_of(&payload, 32 << 10);
     let seed = seeder(&payload, &info);
-    let t = tracker(Some(seed.listen_addr()));
+    let t = tracker(Some(seed.listen_addr()), 4);
     let want = std::fs::read(&payload).unwrap();
     let nodes: Vec<_> = (0..4u8)
         .map(|n| {
@@ -204,7 +218,7 @@ fn a_peer_sending_bad_pieces_is_dropped_and_the_node_completes() {
         .collect();
     std::fs::write(&bad_path, bad).unwrap();
     let liar = seeder(&bad_path, &info);
-    let t = tracker(Some(liar.listen_addr()));
+    let t = tracker(Some(liar.listen_addr()), 1);
     let good = seeder(&payload, &info);
     // The good seeder is found a little later.
     let mut src = join(options(&t.url, 1), &m, info.clone(), None).unwrap();
@@ -222,7 +236,7 @@ fn a_dead_swarm_falls_back_to_the_fallback_source() {
     let dir = tempfile::tempdir().unwrap();
     let (m, payload) = image(dir.path(), 1 << 20);
     let info = info_of(&payload, 16 << 10);
-    let t = tracker(None);
+    let t = tracker(None, 1);
     let mut o = options(&t.url, 1);
     o.stall_after = Duration::from_millis(300);
     let bytes = std::fs::read(&payload).unwrap();
@@ -259,7 +273,7 @@ fn garbage_on_the_listening_port_is_dropped() {
     let (m, payload) = image(dir.path(), 1 << 20);
     let info = info_of(&payload, 16 << 10);
     let seed = seeder(&payload, &info);
-    let t = tracker(Some(seed.listen_addr()));
+    let t = tracker(Some(seed.listen_addr()), 1);
     let mut src = join(options(&t.url, 1), &m, info, None).unwrap();
     let mut s = TcpStream::connect(src.listen_addr()).unwrap();
     s.write_all(&[0xff; 200]).unwrap();

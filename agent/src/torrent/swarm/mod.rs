@@ -68,6 +68,11 @@ const IN_FLIGHT_BYTES: u64 = 4 << 20;
 /// nobody got for as long, may be shown again (to a peer with nothing
 /// else shown).
 const RESHOW_AFTER: Duration = Duration::from_secs(5);
+/// Super-seeding: a piece shown to a peer that has not asked for it this
+/// long is taken back (see [`Swarm::take_back_ignored`]). A drover node
+/// asks the origin for what it is shown at once; long, so a request held
+/// up on its way is not mistaken for none.
+const IGNORED_AFTER: Duration = Duration::from_secs(10);
 pub use conn::{read_handshake, Out};
 
 /// Blocks asked of a peer at once: what it sends us in this long.
@@ -198,8 +203,13 @@ pub(crate) struct Peer {
     pub rate: f64,
     /// Super-seeding: the pieces announced to it one by one.
     pub revealed: HashSet<u32>,
-    /// Super-seeding: those of `revealed` it does not have yet.
-    pub shown: HashSet<u32>,
+    /// Super-seeding: those of `revealed` it does not have yet, and when
+    /// each was shown.
+    pub shown: HashMap<u32, Instant>,
+    /// Super-seeding: pieces past its first missing piece it may be shown
+    /// ([`reveal_span`] at first; less once it ignored a piece shown:
+    /// see [`Swarm::take_back_ignored`]).
+    pub span: u32,
     /// Super-seeding: its first missing piece, and since when.
     pub waiting: Option<(u32, Instant)>,
     /// Super-seeding: when it last had a piece it was not shown here (it
@@ -578,7 +588,8 @@ impl Swarm {
             uploads: VecDeque::new(),
             woken: false,
             revealed: HashSet::new(),
-            shown: HashSet::new(),
+            shown: HashMap::new(),
+            span: reveal_span(self.info.piece_length),
             waiting: None,
             traded_at: Instant::now(),
             firsts: 0,
@@ -621,7 +632,7 @@ impl Swarm {
                     st.given[i as usize] = st
                         .peers
                         .values()
-                        .filter(|q| q.shown.contains(&i))
+                        .filter(|q| q.shown.contains_key(&i))
                         .count()
                         .try_into()
                         .unwrap_or(u16::MAX);
@@ -629,7 +640,7 @@ impl Swarm {
             }
         }
         // What it was shown and did not get is to be shown to others.
-        for &i in &p.shown {
+        for &i in p.shown.keys() {
             st.given[i as usize] = st.given[i as usize].saturating_sub(1);
         }
         st.picker.forget_peer(key);
@@ -697,7 +708,7 @@ impl Swarm {
             }
             Message::Interested | Message::NotInterested => {}
             Message::Have(i) => {
-                let freed = p.shown.contains(&i);
+                let freed = p.shown.contains_key(&i);
                 if self.peer_got(st, key, i) {
                     self.refill(st, key);
                 }
@@ -727,7 +738,7 @@ impl Swarm {
             Message::Bitfield(bits) => {
                 p.has = Bitfield::from_wire(self.info.piece_count(), bits);
                 let has = &p.has;
-                p.shown.retain(|&i| !has.get(i));
+                p.shown.retain(|&i, _| !has.get(i));
                 p.seed = p.has.is_full();
                 if !p.seed {
                     for i in p.has.iter() {
@@ -895,7 +906,6 @@ impl Swarm {
             return;
         }
         let count = self.info.piece_count();
-        let span = reveal_span(self.info.piece_length);
         // 4 MiB in flight in all, one or two pieces per peer. A node asks
         // at most `max_sources` peers besides the server at once, so the
         // server's flow to a node gets a fair part of that node's link and
@@ -940,7 +950,7 @@ impl Swarm {
                 Duration::ZERO
             }
         };
-        let end = first.saturating_add(span).min(count);
+        let end = first.saturating_add(p.span).min(count);
         // Cannot trade: nothing from the others for a while, though they
         // hold pieces it lacks. A node ahead of everyone has nothing to
         // trade for either, but fed in order as if isolated it ran away
@@ -993,7 +1003,7 @@ impl Swarm {
             given[i as usize] = given[i as usize].saturating_add(1);
             moved_at[i as usize] = Some(now);
             p.revealed.insert(i);
-            p.shown.insert(i);
+            p.shown.insert(i, now);
             in_flight += 1;
             p.send(&Message::Have(i));
         }
@@ -1050,7 +1060,7 @@ impl Swarm {
         let Some(p) = st.peers.get_mut(&key) else {
             return;
         };
-        if !p.shown.contains(&b.index) {
+        if !p.shown.contains_key(&b.index) {
             return;
         }
         // On its way: not to be shown again as stale (at 32 nodes a
@@ -1079,6 +1089,7 @@ impl Swarm {
         if !self.superseed {
             return;
         }
+        self.take_back_ignored(st, now);
         let idle: Vec<PeerKey> = st
             .peers
             .iter()
@@ -1087,6 +1098,43 @@ impl Swarm {
             .collect();
         for k in idle {
             self.reveal(st, k, now);
+        }
+    }
+
+    /// Super-seeding: pieces shown to a peer that it has not asked for in
+    /// [`IGNORED_AFTER`] (no request waiting here, no block of it sent)
+    /// are taken back: the peer may be shown others, and a piece nobody
+    /// else has is fresh again. They lie past what it fetches (a node's
+    /// window ahead of its disk, when that is shorter than the span), so
+    /// its span is halved to below the nearest of them. Its two places
+    /// held by pieces it would never fetch, a node was shown nothing
+    /// else, and it waited for ever for the pieces it needed (the swarm
+    /// test's nodes fetch 4 MiB ahead; the span is 32 MiB). The peer may
+    /// still ask for them: it was told we have them, and we do.
+    fn take_back_ignored(&self, st: &mut State, now: Instant) {
+        let count = self.info.piece_count();
+        let State { peers, given, .. } = st;
+        for p in peers.values_mut() {
+            let ignored: Vec<u32> = p
+                .shown
+                .iter()
+                .filter(|&(i, &at)| {
+                    now.saturating_duration_since(at) >= IGNORED_AFTER
+                        && !p.sent.contains_key(i)
+                        && !p.uploads.iter().any(|b| b.index == *i)
+                })
+                .map(|(&i, _)| i)
+                .collect();
+            if ignored.is_empty() {
+                continue;
+            }
+            let first = (0..count).find(|&i| !p.has.get(i)).unwrap_or(count);
+            for i in ignored {
+                p.shown.remove(&i);
+                given[i as usize] = given[i as usize].saturating_sub(1);
+                let ahead = i.saturating_sub(first);
+                p.span = p.span.min((ahead / 2).max(2));
+            }
         }
     }
 

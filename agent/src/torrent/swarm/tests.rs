@@ -421,6 +421,59 @@ fn a_peer_that_cannot_trade_is_served_in_order() {
     assert_eq!(b.shown(), [2, 3]);
 }
 
+/// A piece shown and not asked for in IGNORED_AFTER is taken back: fresh
+/// again for others, and the peer's span is halved to below it; a piece
+/// it asked for stays shown however long its queue takes.
+#[test]
+fn a_piece_shown_and_not_asked_for_is_taken_back() {
+    let sw = seeder(64, 1 << 20);
+    let a = FakePeer::join(&sw, 1);
+    assert_eq!(a.shown(), [0, 1]);
+    let first_block = BlockRef {
+        index: 0,
+        begin: 0,
+        length: MAX_BLOCK,
+    };
+    sw.on_message(a.key, Message::Request(first_block)).unwrap();
+    tick(&sw, IGNORED_AFTER - Duration::from_secs(1));
+    assert_eq!(sw.lock().peers[&a.key].shown.len(), 2, "not yet");
+    tick(&sw, IGNORED_AFTER + Duration::from_secs(1));
+    {
+        let st = sw.lock();
+        let p = &st.peers[&a.key];
+        assert_eq!(p.shown.keys().copied().collect::<Vec<_>>(), [0]);
+        assert_eq!(p.span, 2);
+        assert_eq!(st.given[1], 0);
+    }
+    let b = FakePeer::join(&sw, 2);
+    assert_eq!(b.shown(), [1, 2], "piece 1 is fresh again");
+}
+
+/// A node whose window ahead of its disk is shorter than the span was
+/// shown fresh pieces past it, never asked for them, and with its places
+/// held by them was shown nothing else: it waited for ever for its first
+/// pieces, which the node that had them had dropped (the swarm test hung
+/// in 1 run of 60). Taken back, it is served what it lacks, in order.
+#[test]
+fn a_node_shown_pieces_past_its_window_gets_what_it_needs() {
+    // 16 KiB pieces: the span (32 MiB) is the whole torrent.
+    let sw = seeder(64, 16 << 10);
+    let x = FakePeer::join(&sw, 1);
+    let mut had = 0;
+    while had < 40 {
+        let s = x.shown();
+        had += s.len();
+        x.got(&sw, &s);
+    }
+    let y = FakePeer::join(&sw, 2);
+    let past = y.shown();
+    assert!(past.iter().all(|&i| i >= 40), "{past:?}");
+    tick(&sw, RESHOW_AFTER + Duration::from_secs(1));
+    assert!(y.shown().is_empty(), "its places are held");
+    tick(&sw, IGNORED_AFTER + Duration::from_secs(1));
+    assert_eq!(y.shown(), [0, 1]);
+}
+
 /// Blocks asked of a peer follow what it sends in QUEUE_TIME (4 to 32),
 /// its rate smoothed once a second.
 #[test]
