@@ -204,6 +204,67 @@ fn four_nodes_and_a_seeder_all_get_every_chunk_and_the_seeder_uploads_little() {
     assert!(t.peers.lock().unwrap().values().all(|(_, left)| *left == 0));
 }
 
+/// A node that starts after three others have written the whole payload
+/// (each keeps 4 MiB of it here: the first pieces are gone) completes: the
+/// finished nodes, whose bitfields were whole, choke it for what they
+/// dropped and are seeds no longer, and the server's seeder feeds it the
+/// rest. Kept seeds, they were asked for the same pieces again and again
+/// (nodes sent up to 170 × the payload).
+#[test]
+fn a_node_that_starts_after_the_others_finished_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, payload) = image(dir.path(), 6 << 20);
+    let info = info_of(&payload, 32 << 10);
+    let seed = seeder(&payload, &info);
+    let t = tracker(Some(seed.listen_addr()), 3);
+    let want = Arc::new(std::fs::read(&payload).unwrap());
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let late_done = Arc::new(std::sync::Barrier::new(4));
+    let early: Vec<_> = (0..3u8)
+        .map(|n| {
+            let (m, info, url) = (m.clone(), info.clone(), t.url.clone());
+            let (want, done, late_done) = (want.clone(), done_tx.clone(), late_done.clone());
+            thread::spawn(move || {
+                let mut src = join(options(&url, n), &m, info, None).unwrap();
+                assert!(
+                    pull(&mut src, &m) == *want,
+                    "an early node's payload differs"
+                );
+                done.send(()).unwrap();
+                // Seeding (the swarm runs) until the late node is done.
+                late_done.wait();
+                src.finish(Duration::from_secs(1))
+            })
+        })
+        .collect();
+    for _ in 0..3 {
+        done_rx.recv().unwrap();
+    }
+    let from_seed_early = seed.uploaded();
+    let mut late = join(options(&t.url, 9), &m, info, None).unwrap();
+    let got = pull(&mut late, &m);
+    late_done.wait();
+    let late_stats = late.finish(Duration::from_secs(1));
+    assert!(got == *want, "the late node's payload differs");
+    let uploaded: u64 = early.into_iter().map(|e| e.join().unwrap().uploaded).sum();
+    let len = want.len() as u64;
+    let to_late = seed.uploaded() - from_seed_early;
+    eprintln!(
+        "late node: {:.2}x the payload from the seeder, {:.2}x uploaded by the others (both rounds), got {:.2}x",
+        to_late as f64 / len as f64,
+        uploaded as f64 / len as f64,
+        late_stats.downloaded as f64 / len as f64
+    );
+    // The early nodes traded 2 payloads among themselves, and sent the
+    // late node at most one.
+    assert!(
+        uploaded <= 3 * len + len / 2,
+        "the others sent {uploaded} bytes"
+    );
+    assert!(late_stats.downloaded <= len + len / 2, "{late_stats:?}");
+    assert!(to_late <= len + len / 2, "the seeder sent {to_late} bytes");
+}
+
 #[test]
 fn a_peer_sending_bad_pieces_is_dropped_and_the_node_completes() {
     let dir = tempfile::tempdir().unwrap();

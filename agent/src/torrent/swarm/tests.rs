@@ -421,6 +421,34 @@ fn a_peer_that_cannot_trade_is_served_in_order() {
     assert_eq!(b.shown(), [2, 3]);
 }
 
+/// A node served in order (it could not trade for what it lacks: the
+/// others dropped those pieces) that then trades later pieces is still
+/// served the next piece it lacks, once nobody moved that piece for
+/// RESHOW_AFTER, without waiting that long for each piece anew: a node
+/// that came late was served in bursts 5 s apart (40 s for 6 MiB).
+#[test]
+fn a_node_served_in_order_stays_served_while_it_trades_later_pieces() {
+    let sw = seeder(64, 16 << 10);
+    let x = FakePeer::join(&sw, 1);
+    x.gets_all_but(&sw, None);
+    let y = FakePeer::join(&sw, 2);
+    let t1 = Instant::now() + RESHOW_AFTER + Duration::from_secs(1);
+    {
+        let mut st = sw.lock();
+        sw.reveal_idle(&mut st, t1);
+    }
+    assert_eq!(y.shown(), [0, 1], "it cannot trade: served in order");
+    {
+        let mut st = sw.lock();
+        sw.peer_got(&mut st, y.key, 0);
+        sw.peer_got(&mut st, y.key, 1);
+        // It trades again (later pieces, from x).
+        st.peers.get_mut(&y.key).unwrap().traded_at = t1;
+        sw.reveal(&mut st, y.key, t1 + Duration::from_millis(100));
+    }
+    assert_eq!(y.shown(), [2], "still behind: 2 is next");
+}
+
 /// A piece shown and not asked for in IGNORED_AFTER is taken back: fresh
 /// again for others, and the peer's span is halved to below it; a piece
 /// it asked for stays shown however long its queue takes.
