@@ -1212,13 +1212,15 @@ mod tests;
 /// Not the origin (the server's seeder never drops a piece): a piece the
 /// seeder showed us and we stopped asking it for was never shown again
 /// (it waits for us to have it), and 7 of 8 nodes stalled until their
-/// connections to it timed out (150 s). A seed that is not the origin (a
+/// connections to it timed out (150 s). A drover node that was a seed (a
 /// finished node: its bitfield was whole, its store is a window) is one
 /// no longer, and its pieces count as available from it like any peer's
 /// (kept a seed, it was asked again at once for the piece it had just
-/// said it lacked, round after round). Whether it was demoted so.
+/// said it lacked, round after round). Nor another client's seed: it
+/// keeps its pieces, and may choke us for its own reasons (its unchoke
+/// slots). Whether it was demoted.
 fn lost_piece(picker: &mut Picker, p: &mut Peer, index: u32) -> bool {
-    if p.origin || !p.has.get(index) {
+    if p.origin || (p.seed && !is_drover_node(p)) || !p.has.get(index) {
         return false;
     }
     let demoted = p.seed;

@@ -600,6 +600,21 @@ fn a_finished_node_that_chokes_is_a_seed_no_longer() {
     );
 }
 
+/// Another client's seed keeps its pieces when it chokes us (its unchoke
+/// slots turn): it stays a seed, asked again once it unchokes us.
+#[test]
+fn a_stock_seed_that_chokes_keeps_its_pieces() {
+    let sw = leecher(8, 1 << 20);
+    let p = FakePeer::join(&sw, 1);
+    p.offers(&sw, 8, 0..8);
+    let asked = sw.lock().picker.pieces_asked_of(p.key);
+    assert!(!asked.is_empty());
+    sw.on_message(p.key, Message::Choke).unwrap();
+    let st = sw.lock();
+    let q = &st.peers[&p.key];
+    assert!(q.seed && q.has.is_full());
+}
+
 /// The origin is the peer whose handshake says it is the server's seeder,
 /// not whichever peer a tracker lists first (a stock tracker lists them
 /// in any order).
