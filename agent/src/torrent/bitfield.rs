@@ -93,6 +93,11 @@ impl Bitfield {
         true
     }
 
+    /// The first index not set, if any.
+    pub fn first_missing(&self) -> Option<u32> {
+        (0..self.len()).find(|&i| !self.get(i))
+    }
+
     /// The set pieces, ascending.
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
         (0..self.len).filter(|&i| self.get(i))

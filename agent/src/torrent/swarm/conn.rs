@@ -382,6 +382,7 @@ impl Swarm {
                 let _ = p.stream.shutdown(Shutdown::Both);
             }
         }
+        self.take_back_ignored(st, now);
         self.reveal_idle(st, now);
         self.refill_all(st);
         // Dial known peers we are not connected to, a few at a time.

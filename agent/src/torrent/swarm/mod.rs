@@ -951,7 +951,7 @@ impl Swarm {
             ..
         } = st;
         let Some(p) = peers.get_mut(&key) else { return };
-        let Some(first) = (0..count).find(|&i| !p.has.get(i)) else {
+        let Some(first) = p.has.first_missing() else {
             return;
         };
         let mut waited = match p.waiting {
@@ -1112,7 +1112,6 @@ impl Swarm {
         if !self.superseed {
             return;
         }
-        self.take_back_ignored(st, now);
         let idle: Vec<PeerKey> = st
             .peers
             .iter()
@@ -1133,8 +1132,13 @@ impl Swarm {
     /// held by pieces it would never fetch, a node was shown nothing
     /// else, and it waited for ever for the pieces it needed (the swarm
     /// test's nodes fetch 4 MiB ahead; the span is 32 MiB). The peer may
-    /// still ask for them: it was told we have them, and we do.
-    fn take_back_ignored(&self, st: &mut State, now: Instant) {
+    /// still ask for them: it was told we have them, and we do. From the
+    /// ticker only: a 10 s rule needs no look at every peer's queue each
+    /// time a piece is sent whole.
+    pub(crate) fn take_back_ignored(&self, st: &mut State, now: Instant) {
+        if !self.superseed {
+            return;
+        }
         let count = self.info.piece_count();
         let State { peers, given, .. } = st;
         for p in peers.values_mut() {
@@ -1151,7 +1155,7 @@ impl Swarm {
             if ignored.is_empty() {
                 continue;
             }
-            let first = (0..count).find(|&i| !p.has.get(i)).unwrap_or(count);
+            let first = p.has.first_missing().unwrap_or(count);
             for i in ignored {
                 p.shown.remove(&i);
                 given[i as usize] = given[i as usize].saturating_sub(1);

@@ -58,15 +58,18 @@ impl FakePeer {
 
     /// Another drover node (its peer id says so).
     fn join_node(sw: &Swarm, n: u8) -> FakePeer {
-        let mut id = [n; 20];
-        id[..8].copy_from_slice(crate::torrent::source::NODE_PEER_ID);
-        FakePeer::join_as(sw, n, PeerId(id))
+        FakePeer::join_prefixed(sw, n, crate::torrent::source::NODE_PEER_ID)
     }
 
     /// The server's seeder (its peer id says so).
     fn join_origin(sw: &Swarm, n: u8) -> FakePeer {
+        FakePeer::join_prefixed(sw, n, crate::torrent::source::SEEDER_PEER_ID)
+    }
+
+    /// A peer whose id starts with `prefix`.
+    fn join_prefixed(sw: &Swarm, n: u8, prefix: &[u8; 8]) -> FakePeer {
         let mut id = [n; 20];
-        id[..8].copy_from_slice(crate::torrent::source::SEEDER_PEER_ID);
+        id[..8].copy_from_slice(prefix);
         FakePeer::join_as(sw, n, PeerId(id))
     }
 
@@ -138,7 +141,9 @@ fn in_flight(sw: &Swarm) -> usize {
 /// The ticker's part, `after` from now.
 fn tick(sw: &Swarm, after: Duration) {
     let mut st = sw.lock();
-    sw.reveal_idle(&mut st, Instant::now() + after);
+    let now = Instant::now() + after;
+    sw.take_back_ignored(&mut st, now);
+    sw.reveal_idle(&mut st, now);
 }
 
 /// 16 peers that only ever get what they are shown (so each one's first
